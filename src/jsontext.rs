@@ -1,0 +1,163 @@
+//! Byte-level helpers over JSON text that serde_json has validated (or will).
+//!
+//! Values are kept as compact JSON text, never as trees; these helpers let the
+//! hub measure nesting, strip insignificant whitespace and append escaped
+//! strings without building a `serde_json::Value`. They never allocate a tree
+//! and never judge validity beyond what their doc says.
+
+/// The deepest array/object nesting in `text`, ignoring brackets inside
+/// strings. Stops counting (and returns a value above `limit`) as soon as the
+/// depth exceeds `limit`, so a hostile frame costs at most one linear scan.
+pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    max = depth;
+                    if max > limit {
+                        return max;
+                    }
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Returns `text` (valid JSON) without whitespace outside strings: the
+/// compact form whose length the value-size limit and `keys`' `bytes` use.
+/// Borrows when `text` is already compact, which is the common case.
+pub fn compact(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut first_ws = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if is_json_whitespace(b) {
+            first_ws = Some(i);
+            break;
+        }
+    }
+    let Some(start) = first_ws else {
+        return std::borrow::Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    // Only ASCII whitespace is dropped, so every kept run is a valid str slice.
+    let mut run_start = start;
+    for (i, &b) in bytes.iter().enumerate().skip(start) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if is_json_whitespace(b) {
+            out.push_str(&text[run_start..i]);
+            run_start = i + 1;
+        }
+    }
+    out.push_str(&text[run_start..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Appends `s` as a JSON string literal (quoted and escaped) to `out`.
+pub fn push_str_literal(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut run_start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[run_start..i]);
+        match escape {
+            Some(e) => out.push_str(e),
+            None => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        run_start = i + 1;
+    }
+    out.push_str(&s[run_start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(br#"{"a":"[[[{{{"}"#, 100), 1);
+        assert_eq!(nesting_depth(br#"[[["\"]]]"]]]"#, 100), 3);
+        assert_eq!(nesting_depth(b"1", 100), 0);
+    }
+
+    #[test]
+    fn depth_stops_past_limit() {
+        let deep = "[".repeat(10_000);
+        assert_eq!(nesting_depth(deep.as_bytes(), 5), 6);
+    }
+
+    #[test]
+    fn compact_strips_only_outside_strings() {
+        assert_eq!(compact("[1, 2]"), "[1,2]");
+        assert_eq!(compact(" { \"a b\" : [ \"c\\\" d\" ] }\n"), "{\"a b\":[\"c\\\" d\"]}");
+        assert!(matches!(compact("[1,2]"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(compact("\"é ü\""), "\"é ü\"");
+    }
+
+    #[test]
+    fn str_literal_round_trips() {
+        for s in ["plain", "quo\"te", "back\\slash", "nl\n\u{1}\u{1f}", "ünï"] {
+            let mut out = String::new();
+            push_str_literal(&mut out, s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The `memhub` command line: `memhub serve` runs a hub.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use memhub::server::MAX_NESTING_CEILING;
+use memhub::{MemService, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// memhub — a shared-memory hub: JSON values under unique keys, atomic
+/// compare-and-set updates and per-key push notifications, over one
+/// WebSocket speaking JSON-RPC 2.0.
+#[derive(Parser, Debug)]
+#[command(name = "memhub", version, about, long_about = None)]
+#[command(after_help = "\
+Examples:
+  memhub serve                          # all interfaces, port 18813, protected mode on
+  memhub serve --host 127.0.0.1 --port 0
+  MEMHUB_PORT=9000 RUST_LOG=debug memhub serve
+
+Every flag can also be set by the environment variable shown in `memhub serve --help`.
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=memhub=debug) to change their detail.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a hub (in memory) until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (0.0.0.0 = every interface; 127.0.0.1 = this machine only).
+    #[arg(long, env = "MEMHUB_HOST", default_value = "0.0.0.0")]
+    host: String,
+    /// TCP port for WebSocket and HTTP (0 = pick a free port and log it).
+    #[arg(long, env = "MEMHUB_PORT", default_value_t = 18813)]
+    port: u16,
+    /// Refuse WebSocket clients from other machines while bound to a
+    /// non-loopback address without authentication.
+    #[arg(long, env = "MEMHUB_PROTECTED_MODE", value_enum, default_value = "on")]
+    protected_mode: OnOff,
+    /// Longest key, in bytes.
+    #[arg(long, env = "MEMHUB_MAX_KEY_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_key_bytes: u64,
+    /// Largest value (as compact JSON), in bytes.
+    #[arg(long, env = "MEMHUB_MAX_VALUE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    max_value_bytes: u64,
+    /// Largest WebSocket message, in bytes; larger ones close the connection (1009).
+    #[arg(long, env = "MEMHUB_MAX_MESSAGE_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    max_message_bytes: u64,
+    /// Most requests in one JSON-RPC batch.
+    #[arg(long, env = "MEMHUB_MAX_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_batch: u64,
+    /// Deepest array/object nesting in one message.
+    #[arg(long, env = "MEMHUB_MAX_NESTING", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=MAX_NESTING_CEILING as u64))]
+    max_nesting: u64,
+    /// Most subscriptions per connection.
+    #[arg(long, env = "MEMHUB_MAX_SUBSCRIPTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscriptions: u64,
+    /// Most open WebSocket connections; more are answered HTTP 503.
+    #[arg(long, env = "MEMHUB_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Most events queued per connection before its subscriptions are marked lagged.
+    #[arg(long, env = "MEMHUB_OUTBOUND_MAX_EVENTS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    outbound_max_events: u64,
+    /// Most bytes queued per connection before events are dropped as lagged.
+    #[arg(long, env = "MEMHUB_OUTBOUND_MAX_BYTES", default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    outbound_max_bytes: u64,
+    /// Keepalive ping interval in milliseconds; a client silent for two intervals is dropped.
+    #[arg(long, env = "MEMHUB_PING_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
+    ping_interval_ms: u64,
+}
+
+fn size(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            max_key_bytes: size(self.max_key_bytes),
+            max_value_bytes: size(self.max_value_bytes),
+            max_message_bytes: size(self.max_message_bytes),
+            max_batch: size(self.max_batch),
+            max_nesting: size(self.max_nesting),
+            max_subscriptions: size(self.max_subscriptions),
+            max_connections: size(self.max_connections),
+            outbound_max_events: size(self.outbound_max_events),
+            outbound_max_bytes: size(self.outbound_max_bytes),
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            protected_mode: self.protected_mode == OnOff::On,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let server = MemService::new(args.host.clone(), args.port)
+                .with_config(args.config())
+                .bind()
+                .await
+                .context("starting the hub")?;
+            server.run_until_signal().await.context("serving")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed_and_defaults_match_the_library() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["memhub", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.port, 18813);
+        assert_eq!(args.host, "0.0.0.0");
+        assert_eq!(args.config(), ServerConfig::default());
+    }
+}

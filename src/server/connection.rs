@@ -1,0 +1,224 @@
+//! One WebSocket connection: a reader loop and a writer task.
+//!
+//! The reader owns the [`Session`], reads frames, runs them through dispatch
+//! and queues the responses in order, sends keepalive pings and notices
+//! shutdown. The writer drains the [`Outbox`]: it `feed`s every queued frame
+//! and `flush`es once per batch, so a burst costs one syscall; it also turns
+//! lagged subscriptions into a `lagged` event plus the key's current state.
+//!
+//! Whatever ends the connection, the session's subscriptions are removed and
+//! the connection slot is released.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::debug;
+
+use super::dispatch::{binary_frame_error, handle_frame};
+use super::outbox::{Batch, Outbox, Outgoing};
+use super::session::Session;
+use super::Hub;
+use crate::protocol::EventKind;
+use crate::pubsub::{Event, Subscription};
+
+/// WebSocket close code for "going away" (shutdown, keepalive timeout).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for "message too big".
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Serves one upgraded connection until it closes. `permit` is the
+/// connection's slot under the connection cap, held until the end.
+pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    hub.metrics.connections.inc();
+    hub.metrics.connections_total.inc();
+    debug!(%peer, "connection opened");
+
+    let outbox = Arc::new(Outbox::new(
+        hub.config.outbound_max_events,
+        hub.config.outbound_max_bytes,
+    ));
+    let (sink, mut stream) = socket.split();
+    let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), hub.clone()));
+    let mut session = Session::new(hub.clone(), outbox.clone());
+
+    let interval = hub.config.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+
+    let reason: &str = loop {
+        tokio::select! {
+            biased;
+            _ = hub.shutdown.cancelled() => {
+                outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
+                break "hub shutting down";
+            }
+            _ = &mut writer => break "socket write failed",
+            msg = stream.next() => {
+                let msg = match msg {
+                    None => break "closed by peer",
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            outbox.close_with(CLOSE_TOO_BIG, "message too big");
+                            break "message over the size limit";
+                        }
+                        break "protocol or transport error";
+                    }
+                };
+                last_heard = Instant::now();
+                match msg {
+                    Message::Text(text) => {
+                        hub.metrics.bytes_in.inc_by(text.len() as u64);
+                        match handle_frame(&mut session, text.as_str()) {
+                            Some(resp) => {
+                                if !outbox.push_response(Utf8Bytes::from(resp)).await {
+                                    break "socket write failed";
+                                }
+                            }
+                            None => outbox.announce(),
+                        }
+                    }
+                    Message::Binary(bin) => {
+                        hub.metrics.bytes_in.inc_by(bin.len() as u64);
+                        hub.metrics.request(super::methods::Method::Other, false);
+                        if !outbox.push_response(Utf8Bytes::from(binary_frame_error())).await {
+                            break "socket write failed";
+                        }
+                    }
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Close(_) => break "closed by peer",
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= interval * 2 {
+                    outbox.close_with(CLOSE_GOING_AWAY, "keepalive timeout");
+                    break "keepalive timeout";
+                }
+                outbox.push_ping();
+            }
+        }
+    };
+
+    // Unsubscribe before the socket is gone, so no publisher works for us.
+    drop(session);
+    outbox.close();
+    if !writer.is_finished() {
+        let grace = hub.config.shutdown_grace.min(std::time::Duration::from_secs(2));
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+    hub.metrics.connections.dec();
+    debug!(%peer, reason, "connection closed");
+}
+
+fn is_too_big(err: axum::Error) -> bool {
+    let inner = err.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, hub: Arc<Hub>) {
+    while let Some(batch) = outbox.next_batch().await {
+        match write_batch(&mut sink, batch, &hub).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => {
+                outbox.close();
+                return;
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Writes one batch and flushes; `Ok(false)` after a close frame.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: Batch,
+    hub: &Hub,
+) -> Result<bool, axum::Error> {
+    let m = &hub.metrics;
+    let mut keep_going = true;
+    for item in batch.items {
+        match item {
+            Outgoing::Frame(text) => {
+                m.bytes_out.inc_by(text.len() as u64);
+                sink.feed(Message::Text(text)).await?;
+            }
+            Outgoing::Event(sub, ev) => {
+                if !sub.live.load(Ordering::Relaxed) {
+                    continue;
+                }
+                // Skip what a catch-up snapshot already covered.
+                if ev.rev <= sub.last_rev.load(Ordering::SeqCst) {
+                    continue;
+                }
+                sub.last_rev.store(ev.rev, Ordering::SeqCst);
+                send_event(sink, &sub, &ev, hub).await?;
+            }
+            Outgoing::Ping => sink.feed(Message::Ping(Default::default())).await?,
+            Outgoing::Close(code, reason) => {
+                sink.feed(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                })))
+                .await?;
+                keep_going = false;
+                break;
+            }
+        }
+    }
+    if keep_going {
+        for sub in batch.lagged {
+            catch_up(sink, &sub, hub).await?;
+        }
+    }
+    sink.flush().await?;
+    Ok(keep_going)
+}
+
+async fn send_event(
+    sink: &mut SplitSink<WebSocket, Message>,
+    sub: &Subscription,
+    ev: &Event,
+    hub: &Hub,
+) -> Result<(), axum::Error> {
+    let frame = ev.frame(sub.id);
+    hub.metrics.bytes_out.inc_by(frame.len() as u64);
+    hub.metrics.events_sent.inc();
+    sink.feed(Message::Text(Utf8Bytes::from(frame))).await
+}
+
+/// Tells a subscriber it fell behind and, for a key, sends the current state.
+async fn catch_up(
+    sink: &mut SplitSink<WebSocket, Message>,
+    sub: &Arc<Subscription>,
+    hub: &Hub,
+) -> Result<(), axum::Error> {
+    if !sub.live.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    hub.metrics.lagged.inc();
+    send_event(sink, sub, &Event::lagged(sub.key()), hub).await?;
+    let Some(key) = sub.key() else {
+        return Ok(());
+    };
+    let snap = hub.store.snapshot(key);
+    let state = match &snap.entry {
+        Some(e) => Event::change(key, EventKind::Update, Some(&e.value), e.rev),
+        None => Event::change(key, EventKind::Delete, None, snap.rev),
+    };
+    sub.last_rev.fetch_max(snap.rev, Ordering::SeqCst);
+    send_event(sink, sub, &state, hub).await
+}

@@ -1,0 +1,222 @@
+//! From one text frame to its response text: JSON-RPC 2.0 framing rules.
+//!
+//! This module owns the envelope: nesting limit, parse errors, batches and
+//! their size limit, notifications (no `id`, no answer), id validation and
+//! echo, `jsonrpc` and `params` shape checks, and metrics per request. It
+//! hands each well-formed request to [`methods::call`] and never looks inside
+//! `params` itself.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::error::Category;
+use serde_json::value::RawValue;
+
+use super::methods::{self, Method};
+use super::session::Session;
+use crate::jsontext::nesting_depth;
+use crate::protocol::RpcError;
+
+/// The members of a request object, each kept raw so that its presence and
+/// type can be judged separately (absent vs `null` matters for `id`).
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// A member that is present (even as `null`) is `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+const NULL_ID: &str = "null";
+
+/// Handles one text frame; returns the response text, or `None` when the
+/// frame consisted only of notifications.
+pub fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
+    let max_depth = session.hub.config.max_nesting;
+    if nesting_depth(text.as_bytes(), max_depth) > max_depth {
+        session.hub.metrics.request(Method::Other, false);
+        return Some(error_response(
+            NULL_ID,
+            &RpcError::parse_error(format!(
+                "the frame nests arrays/objects deeper than the limit of {max_depth}"
+            )),
+        ));
+    }
+    if text.trim_start().starts_with('[') {
+        handle_batch(session, text)
+    } else {
+        match parse(text) {
+            Ok(req) => handle_request(session, req),
+            Err(err) => {
+                session.hub.metrics.request(Method::Other, false);
+                Some(error_response(NULL_ID, &err))
+            }
+        }
+    }
+}
+
+fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    // Depth was bounded by `nesting_depth` above; serde's fixed limit would
+    // make the configured one meaningless.
+    de.disable_recursion_limit();
+    let req = RawRequest::deserialize(&mut de).and_then(|r| de.end().map(|()| r));
+    req.map_err(|e| match e.classify() {
+        Category::Data => RpcError::invalid_request("a request must be a JSON object"),
+        _ => RpcError::parse_error(e),
+    })
+}
+
+fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let items = match Vec::<&RawValue>::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
+        Ok(items) => items,
+        Err(e) => {
+            session.hub.metrics.request(Method::Other, false);
+            return Some(error_response(NULL_ID, &RpcError::parse_error(e)));
+        }
+    };
+    if items.is_empty() {
+        session.hub.metrics.request(Method::Other, false);
+        return Some(error_response(
+            NULL_ID,
+            &RpcError::invalid_request("an empty batch is not a request"),
+        ));
+    }
+    let max = session.hub.config.max_batch;
+    if items.len() > max {
+        session.hub.metrics.request(Method::Other, false);
+        return Some(error_response(
+            NULL_ID,
+            &RpcError::limit_exceeded(
+                "batch",
+                max,
+                format!(
+                    "the batch holds {} requests, over the limit of {max}; none was run",
+                    items.len()
+                ),
+            ),
+        ));
+    }
+    let mut out = String::new();
+    for item in items {
+        let response = match RawRequest::deserialize(item) {
+            Ok(req) => handle_request(session, req),
+            Err(_) => {
+                session.hub.metrics.request(Method::Other, false);
+                Some(error_response(
+                    NULL_ID,
+                    &RpcError::invalid_request("each batch element must be a request object"),
+                ))
+            }
+        };
+        if let Some(r) = response {
+            out.push(if out.is_empty() { '[' } else { ',' });
+            out.push_str(&r);
+        }
+    }
+    if out.is_empty() {
+        None
+    } else {
+        out.push(']');
+        Some(out)
+    }
+}
+
+/// Validates the envelope and runs the method. Invalid requests are always
+/// answered (with `id: null` when the id itself is unusable); valid
+/// notifications never are.
+fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<String> {
+    let id = match req.id {
+        None => None,
+        Some(raw) => match raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(raw.get()),
+            _ => {
+                session.hub.metrics.request(Method::Other, false);
+                return Some(error_response(
+                    NULL_ID,
+                    &RpcError::invalid_request("id must be a string, a number or null"),
+                ));
+            }
+        },
+    };
+    let reply_id = id.unwrap_or(NULL_ID);
+    let invalid = |session: &Session, msg: &str| {
+        session.hub.metrics.request(Method::Other, false);
+        Some(error_response(reply_id, &RpcError::invalid_request(msg)))
+    };
+    if req.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return invalid(session, "\"jsonrpc\" must be \"2.0\"");
+    }
+    let Some(name) = req
+        .method
+        .and_then(|m| serde_json::from_str::<Cow<'_, str>>(m.get()).ok())
+    else {
+        return invalid(session, "\"method\" must be a string");
+    };
+    let params = match req.params.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(p) if p.starts_with('{') => p,
+        Some(p) if p.starts_with('[') => {
+            let method = Method::from_name(&name);
+            session.hub.metrics.request(method, false);
+            let err = RpcError::invalid_params(
+                "params must be an object of named parameters; positional arrays are not supported",
+            );
+            return id.map(|id| error_response(id, &err));
+        }
+        Some(_) => return invalid(session, "\"params\" must be an object"),
+    };
+    let method = Method::from_name(&name);
+    let mut out = String::with_capacity(64);
+    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(reply_id);
+    out.push_str(",\"result\":");
+    let start = out.len();
+    let result = methods::call(session, method, &name, params, &mut out);
+    session.hub.metrics.request(method, result.is_ok());
+    let id = id?;
+    match result {
+        Ok(()) => {
+            out.push('}');
+            Some(out)
+        }
+        Err(err) => {
+            out.truncate(start);
+            Some(error_response(id, &err))
+        }
+    }
+}
+
+/// The text of an error response.
+pub fn error_response(id: &str, err: &RpcError) -> String {
+    let mut out = String::with_capacity(128 + err.message.len());
+    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(id);
+    out.push_str(",\"error\":");
+    // An RpcError (a number, a string and a JSON value) always serializes.
+    out.push_str(&serde_json::to_string(err).unwrap_or_default());
+    out.push('}');
+    out
+}
+
+/// The response to a binary frame.
+pub fn binary_frame_error() -> String {
+    error_response(
+        NULL_ID,
+        &RpcError::invalid_request(
+            "binary frames are not accepted; send each JSON-RPC message as a text frame",
+        ),
+    )
+}
+

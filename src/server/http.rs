@@ -1,0 +1,80 @@
+//! The HTTP face of the hub on its one port: `/ws`, `/healthz`, `/metrics`, `/`.
+//!
+//! The `/ws` handler is the admission gate: protected mode (403) and the
+//! connection cap (503) are decided here, before any WebSocket exists, and
+//! tungstenite's buffers and size limits are set from the config.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tracing::debug;
+
+use super::admission::{protected_mode_allows, PROTECTED_MODE_REFUSAL};
+use super::{connection, Hub};
+
+/// Per-connection socket buffers: small, so 10,000 idle connections stay cheap.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The hub's routes.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .with_state(hub)
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !protected_mode_allows(hub.config.protected_mode, false, hub.bind_ip, peer.ip()) {
+        hub.metrics.connections_rejected.inc();
+        debug!(%peer, "upgrade refused by protected mode");
+        return (StatusCode::FORBIDDEN, PROTECTED_MODE_REFUSAL).into_response();
+    }
+    let Ok(permit) = hub.slots.clone().try_acquire_owned() else {
+        hub.metrics.connections_rejected.inc();
+        debug!(%peer, "upgrade refused: connection cap reached");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!(
+                "memhub has reached its limit of {} connections; retry later\n",
+                hub.config.max_connections
+            ),
+        )
+            .into_response();
+    };
+    let max = hub.config.max_message_bytes;
+    let tracker = hub.tracker.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| tracker.track_future(connection::run(socket, hub, peer, permit)))
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics.render(&hub.store),
+    )
+        .into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../web/index.html"))
+}

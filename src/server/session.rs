@@ -1,0 +1,67 @@
+//! One connection's protocol state: its subscriptions and where their events go.
+//!
+//! A `Session` is owned by the connection's reader task, so it needs no lock.
+//! It guarantees that every subscription it created is removed from the hub
+//! when the session ends, however the connection ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::outbox::Outbox;
+use super::Hub;
+use crate::pubsub::Subscription;
+
+/// Per-connection state used by the method handlers.
+pub struct Session {
+    /// The hub this connection belongs to.
+    pub hub: Arc<Hub>,
+    /// This connection's outbound queue.
+    pub outbox: Arc<Outbox>,
+    subs: HashMap<u64, Arc<Subscription>>,
+    next_sub: u64,
+}
+
+impl Session {
+    /// A session with no subscriptions.
+    pub fn new(hub: Arc<Hub>, outbox: Arc<Outbox>) -> Self {
+        Self {
+            hub,
+            outbox,
+            subs: HashMap::new(),
+            next_sub: 1,
+        }
+    }
+
+    /// Number of live subscriptions on this connection.
+    pub fn subscription_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// A fresh subscription id, unique on this connection.
+    pub fn next_sub_id(&mut self) -> u64 {
+        let id = self.next_sub;
+        self.next_sub += 1;
+        id
+    }
+
+    /// Remembers a registered subscription.
+    pub fn insert(&mut self, sub: Arc<Subscription>) {
+        self.subs.insert(sub.id, sub);
+    }
+
+    /// Removes subscription `id` from the hub; false if this connection has no such subscription.
+    pub fn unsubscribe(&mut self, id: u64) -> bool {
+        match self.subs.remove(&id) {
+            Some(sub) => self.hub.store.unsubscribe(&sub),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            self.hub.store.unsubscribe(&sub);
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The keyspace: every stored value, its rev, and the hub-wide rev counter.
+//!
+//! Keys live in 64 shards, each a `BTreeMap` behind its own `RwLock`, so
+//! operations on different keys rarely contend and `keys` can list in key
+//! order by merging the shards' sorted ranges (a page costs a few hundred
+//! comparisons, not a scan of the keyspace). Values are compact JSON text
+//! shared by `Arc`; nothing here parses them.
+//!
+//! Every mutation bumps the rev and publishes its event while holding the
+//! key's shard lock: a key's events are therefore produced in rev order, and
+//! a key subscription registered under the same lock sees exactly the changes
+//! after its snapshot. This module never awaits and never holds two shard
+//! locks at once.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::protocol::EventKind;
+use crate::pubsub::{PubSub, Subscription};
+
+const SHARDS: usize = 64;
+
+/// A stored value: compact JSON text and the rev of its last mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value as compact JSON text.
+    pub value: Arc<str>,
+    /// The rev of the write that produced it.
+    pub rev: u64,
+}
+
+/// Why a conditional or targeted mutation did not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// The key does not exist.
+    NotFound,
+    /// `if_rev` did not match; `current` is the key's rev (0 when absent).
+    RevMismatch {
+        /// The key's current rev, 0 when absent.
+        current: u64,
+    },
+}
+
+/// The outcome of `memoize`: the value now held and whether this call stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memoized {
+    /// The value held under the key after the call.
+    pub value: Arc<str>,
+    /// Its rev.
+    pub rev: u64,
+    /// True if this call created the key.
+    pub created: bool,
+}
+
+/// The outcome of `update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The rev of this write.
+    pub rev: u64,
+    /// True if the key did not exist before.
+    pub created: bool,
+}
+
+/// One row of a `keys` page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key.
+    pub key: Box<str>,
+    /// The rev of its last mutation.
+    pub rev: u64,
+    /// Size of its value's compact JSON in bytes.
+    pub bytes: usize,
+}
+
+/// A page of `keys`, sorted by key bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// At most `limit` keys.
+    pub keys: Vec<KeyInfo>,
+    /// The last key returned when more remain, else `None`.
+    pub next: Option<Box<str>>,
+}
+
+/// A key's state at one instant, consistent with the event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The entry, if the key exists.
+    pub entry: Option<Entry>,
+    /// The entry's rev if present; else the hub rev at that instant, which
+    /// covers every change of the key made so far.
+    pub rev: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: BTreeMap<Box<str>, Entry>,
+}
+
+/// The in-memory keyspace and its subscriptions.
+pub struct Store {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    rev: AtomicU64,
+    len: AtomicUsize,
+    epoch: String,
+    pubsub: PubSub,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// An empty keyspace with rev 0 and a fresh epoch id.
+    pub fn new() -> Self {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut h = hasher.build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.write_u32(std::process::id());
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            hasher,
+            rev: AtomicU64::new(0),
+            len: AtomicUsize::new(0),
+            epoch: format!("{:016x}", h.finish()),
+            pubsub: PubSub::new(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &RwLock<Shard> {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h % SHARDS]
+    }
+
+    /// Allocates the next rev. Callers hold the key's shard write lock.
+    fn next_rev(&self) -> u64 {
+        self.rev.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The highest rev handed out so far (0 for a fresh hub).
+    pub fn rev(&self) -> u64 {
+        self.rev.load(Ordering::SeqCst)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// True when no key exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An id that changes whenever revs restart (every new in-memory store).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The subscription registry fed by this store's mutations.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
+    }
+
+    /// Stores `value` under `key` only if the key is absent; returns the
+    /// value held afterwards either way.
+    pub fn memoize(&self, key: &str, value: Arc<str>) -> Memoized {
+        let lock = self.shard(key);
+        if let Some(e) = lock.read().entries.get(key) {
+            return Memoized {
+                value: e.value.clone(),
+                rev: e.rev,
+                created: false,
+            };
+        }
+        let mut shard = lock.write();
+        if let Some(e) = shard.entries.get(key) {
+            return Memoized {
+                value: e.value.clone(),
+                rev: e.rev,
+                created: false,
+            };
+        }
+        let rev = self.next_rev();
+        shard.entries.insert(
+            key.into(),
+            Entry {
+                value: value.clone(),
+                rev,
+            },
+        );
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.pubsub
+            .publish(key, EventKind::Update, Some(&value), rev);
+        Memoized {
+            value,
+            rev,
+            created: true,
+        }
+    }
+
+    /// The key's value and rev, if it exists.
+    pub fn get(&self, key: &str) -> Option<Entry> {
+        self.shard(key).read().entries.get(key).cloned()
+    }
+
+    /// True if the key exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.shard(key).read().entries.contains_key(key)
+    }
+
+    /// Inserts or replaces the key's value; with `if_rev`, only if the key's
+    /// rev equals it (0: only if absent).
+    pub fn update(
+        &self,
+        key: &str,
+        value: Arc<str>,
+        if_rev: Option<u64>,
+    ) -> Result<Written, StoreError> {
+        let mut shard = self.shard(key).write();
+        let current = shard.entries.get_mut(key);
+        if let Some(expected) = if_rev {
+            let have = current.as_ref().map_or(0, |e| e.rev);
+            if have != expected {
+                return Err(StoreError::RevMismatch { current: have });
+            }
+        }
+        let rev = self.next_rev();
+        self.pubsub
+            .publish(key, EventKind::Update, Some(&value), rev);
+        let created = match current {
+            Some(e) => {
+                *e = Entry { value, rev };
+                false
+            }
+            None => {
+                shard.entries.insert(key.into(), Entry { value, rev });
+                self.len.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        };
+        Ok(Written { rev, created })
+    }
+
+    /// Deletes the key; with `if_rev`, only if its rev equals it. Returns the
+    /// deletion's rev.
+    pub fn delete(&self, key: &str, if_rev: Option<u64>) -> Result<u64, StoreError> {
+        let mut shard = self.shard(key).write();
+        let have = shard.entries.get(key).map_or(0, |e| e.rev);
+        if let Some(expected) = if_rev {
+            if have != expected {
+                return Err(StoreError::RevMismatch { current: have });
+            }
+        }
+        if shard.entries.remove(key).is_none() {
+            return Err(StoreError::NotFound);
+        }
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let rev = self.next_rev();
+        self.pubsub.publish(key, EventKind::Delete, None, rev);
+        Ok(rev)
+    }
+
+    /// The key's current state, consistent with its event stream: every
+    /// change with a rev at or below `Snapshot::rev` is reflected in it.
+    pub fn snapshot(&self, key: &str) -> Snapshot {
+        let shard = self.shard(key).read();
+        self.snapshot_locked(&shard, key)
+    }
+
+    fn snapshot_locked(&self, shard: &Shard, key: &str) -> Snapshot {
+        match shard.entries.get(key) {
+            Some(e) => Snapshot {
+                rev: e.rev,
+                entry: Some(e.clone()),
+            },
+            None => Snapshot {
+                entry: None,
+                rev: self.rev(),
+            },
+        }
+    }
+
+    /// Registers a subscription. For a key subscription, returns the key's
+    /// snapshot taken atomically with the registration: the subscription
+    /// receives every change with a rev above the snapshot's and none at or
+    /// below it.
+    pub fn subscribe(&self, sub: Arc<Subscription>) -> Option<Snapshot> {
+        match sub.key() {
+            Some(key) => {
+                let shard = self.shard(key).read();
+                let snap = self.snapshot_locked(&shard, key);
+                sub.last_rev.store(snap.rev, Ordering::SeqCst);
+                self.pubsub.watch(sub.clone());
+                Some(snap)
+            }
+            None => {
+                sub.last_rev.store(self.rev(), Ordering::SeqCst);
+                self.pubsub.watch(sub);
+                None
+            }
+        }
+    }
+
+    /// Removes a subscription; false if it was not registered.
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) -> bool {
+        self.pubsub.unwatch(sub)
+    }
+
+    /// Up to `limit` keys starting with `prefix`, sorted by key bytes,
+    /// strictly after `after`.
+    pub fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> KeyPage {
+        let limit = limit.max(1);
+        let want = limit + 1; // one extra tells whether more remain
+        let start: Bound<&str> = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut best: Vec<KeyInfo> = Vec::with_capacity(want * 2);
+        for lock in self.shards.iter() {
+            let shard = lock.read();
+            let range = shard
+                .entries
+                .range::<str, _>((start, Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .take(want);
+            for (k, e) in range {
+                if best.len() >= want && best.last().is_some_and(|w| **k >= *w.key) {
+                    break;
+                }
+                best.push(KeyInfo {
+                    key: k.clone(),
+                    rev: e.rev,
+                    bytes: e.value.len(),
+                });
+            }
+            drop(shard);
+            best.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            best.truncate(want);
+        }
+        let next = if best.len() > limit {
+            best.truncate(limit);
+            best.last().map(|k| k.key.clone())
+        } else {
+            None
+        };
+        KeyPage { keys: best, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn revs_strictly_increase_and_cas_works() {
+        let s = Store::new();
+        let m = s.memoize("a", v("1"));
+        assert!(m.created && m.rev == 1);
+        let m2 = s.memoize("a", v("2"));
+        assert!(!m2.created && &*m2.value == "1" && m2.rev == 1);
+        assert_eq!(
+            s.update("a", v("3"), Some(7)),
+            Err(StoreError::RevMismatch { current: 1 })
+        );
+        assert_eq!(s.update("a", v("3"), Some(1)).unwrap().rev, 2);
+        assert_eq!(
+            s.update("b", v("1"), Some(0)),
+            Ok(Written {
+                rev: 3,
+                created: true
+            })
+        );
+        assert_eq!(s.delete("b", Some(2)), Err(StoreError::RevMismatch { current: 3 }));
+        assert_eq!(s.delete("b", None), Ok(4));
+        assert_eq!(s.delete("b", None), Err(StoreError::NotFound));
+        assert_eq!(s.delete("b", Some(0)), Err(StoreError::NotFound));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn keys_pages_in_order_across_shards() {
+        let s = Store::new();
+        for i in 0..1000 {
+            s.update(&format!("k{i:04}"), v("0"), None).unwrap();
+        }
+        s.update("other", v("[1,2]"), None).unwrap();
+        let mut seen = Vec::new();
+        let mut after: Option<Box<str>> = None;
+        loop {
+            let page = s.keys("k", after.as_deref(), 33);
+            seen.extend(page.keys.iter().map(|k| k.key.clone()));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let expected: Vec<Box<str>> = (0..1000).map(|i| format!("k{i:04}").into()).collect();
+        assert_eq!(seen, expected);
+        let all = s.keys("", Some("k0999"), 10);
+        assert_eq!(all.keys.len(), 1);
+        assert_eq!(&*all.keys[0].key, "other");
+        assert_eq!(all.keys[0].bytes, 5);
+        assert_eq!(all.next, None);
+    }
+}
