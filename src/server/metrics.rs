@@ -55,18 +55,14 @@ impl Metrics {
             "JSON-RPC requests handled, by method and outcome",
             family.clone(),
         );
+        let counter = |method: Method, outcome: &'static str| -> Counter {
+            // Bind the guard in its own statement: holding two at once deadlocks.
+            let c = family.get_or_create(&[("method", method.as_str()), ("outcome", outcome)]);
+            c.clone()
+        };
         let requests = Method::ALL
             .iter()
-            .map(|m| {
-                [
-                    family
-                        .get_or_create(&[("method", m.as_str()), ("outcome", "ok")])
-                        .clone(),
-                    family
-                        .get_or_create(&[("method", m.as_str()), ("outcome", "error")])
-                        .clone(),
-                ]
-            })
+            .map(|&m| [counter(m, "ok"), counter(m, "error")])
             .collect();
         let m = Self {
             registry,

@@ -1,0 +1,192 @@
+//! Test support: a real hub on a free loopback port and a raw WebSocket
+//! JSON-RPC client over a real socket (tokio-tungstenite).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use memhub::{MemService, ServerConfig, ShutdownHandle};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single awaited condition may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A hub running in this process on 127.0.0.1 and a free port.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub handle: ShutdownHandle,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestHub {
+    pub async fn start() -> Self {
+        Self::with_config(ServerConfig::default()).await
+    }
+
+    pub async fn with_config(config: ServerConfig) -> Self {
+        let server = MemService::new("127.0.0.1", 0)
+            .with_config(config)
+            .bind()
+            .await
+            .expect("bind test hub");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let task = tokio::spawn(server.run());
+        Self {
+            addr,
+            handle,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url()).await
+    }
+
+    /// Fetches an HTTP path with a plain request and returns (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status: u16 = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// Reads `stats` over a fresh connection (which counts itself).
+    pub async fn stats(&self) -> Value {
+        let mut c = self.client().await;
+        c.call("stats", json!({})).await
+    }
+
+    /// Polls `stats` until `pred` holds.
+    pub async fn wait_stats(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.stats().await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stats never matched: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.handle.shutdown();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(WAIT, task).await.expect("hub stopped in time").unwrap()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// A raw JSON-RPC client: sends frames, reads frames, sorts events from responses.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Event notifications read while waiting for a response.
+    pub events: std::collections::VecDeque<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        Self {
+            ws,
+            next_id: 1,
+            events: Default::default(),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send");
+    }
+
+    /// Next text frame parsed as JSON (skips pings/pongs), within WAIT.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("valid JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Next frame that is not an event notification (events are queued).
+    pub async fn recv_response(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v.get("method").and_then(Value::as_str) == Some("event") {
+                self.events.push_back(v["params"].clone());
+            } else {
+                return v;
+            }
+        }
+    }
+
+    /// Next event's params (queued ones first).
+    pub async fn next_event(&mut self) -> Value {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        let v = self.recv().await;
+        assert_eq!(v["method"], "event", "expected an event, got {v}");
+        v["params"].clone()
+    }
+
+    /// Sends a request and returns the whole response object.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_text(frame.to_string()).await;
+        let resp = self.recv_response().await;
+        assert_eq!(resp["id"], id, "response out of order: {resp}");
+        resp
+    }
+
+    /// Sends a request and returns its `result`, panicking on an error response.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let resp = self.request(method, params).await;
+        assert!(resp.get("error").is_none(), "{method} failed: {resp}");
+        resp["result"].clone()
+    }
+
+    /// Sends a request and returns its `error` object, panicking on success.
+    pub async fn call_err(&mut self, method: &str, params: Value) -> Value {
+        let resp = self.request(method, params).await;
+        assert!(resp.get("result").is_none(), "{method} unexpectedly succeeded: {resp}");
+        resp["error"].clone()
+    }
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
