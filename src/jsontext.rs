@@ -97,6 +97,18 @@ pub fn compact(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Deserializes `text` without serde_json's fixed recursion limit of 128.
+/// Only for text whose nesting the caller has already bounded with
+/// [`nesting_depth`] (the hub checks every frame against its configured
+/// limit before parsing), so the configured limit is the one that applies.
+pub fn from_str_prechecked<'a, T: serde::Deserialize<'a>>(text: &'a str) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
 /// Appends `s` as a JSON string literal (quoted and escaped) to `out`.
 pub fn push_str_literal(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
@@ -146,7 +158,10 @@ mod tests {
     #[test]
     fn compact_strips_only_outside_strings() {
         assert_eq!(compact("[1, 2]"), "[1,2]");
-        assert_eq!(compact(" { \"a b\" : [ \"c\\\" d\" ] }\n"), "{\"a b\":[\"c\\\" d\"]}");
+        assert_eq!(
+            compact(" { \"a b\" : [ \"c\\\" d\" ] }\n"),
+            "{\"a b\":[\"c\\\" d\"]}"
+        );
         assert!(matches!(compact("[1,2]"), std::borrow::Cow::Borrowed(_)));
         assert_eq!(compact("\"é ü\""), "\"é ü\"");
     }

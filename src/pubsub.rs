@@ -332,7 +332,10 @@ mod tests {
         assert_eq!(v["params"]["value"], serde_json::json!([1, 2]));
         assert_eq!(v["params"]["rev"], 42);
         let lag: serde_json::Value = serde_json::from_str(&Event::lagged(None).frame(9)).unwrap();
-        assert_eq!(lag["params"], serde_json::json!({"sub": 9, "event": "lagged"}));
+        assert_eq!(
+            lag["params"],
+            serde_json::json!({"sub": 9, "event": "lagged"})
+        );
     }
 
     #[test]

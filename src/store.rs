@@ -387,7 +387,10 @@ mod tests {
                 created: true
             })
         );
-        assert_eq!(s.delete("b", Some(2)), Err(StoreError::RevMismatch { current: 3 }));
+        assert_eq!(
+            s.delete("b", Some(2)),
+            Err(StoreError::RevMismatch { current: 3 })
+        );
         assert_eq!(s.delete("b", None), Ok(4));
         assert_eq!(s.delete("b", None), Err(StoreError::NotFound));
         assert_eq!(s.delete("b", Some(0)), Err(StoreError::NotFound));

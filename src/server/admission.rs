@@ -26,7 +26,12 @@ fn is_loopback(ip: IpAddr) -> bool {
 /// True if protected mode lets a peer at `peer` upgrade on a hub bound to
 /// `bind`: protected mode off, authentication configured, a loopback bind
 /// (only local peers can reach it), or a loopback peer.
-pub fn protected_mode_allows(protected: bool, auth_configured: bool, bind: IpAddr, peer: IpAddr) -> bool {
+pub fn protected_mode_allows(
+    protected: bool,
+    auth_configured: bool,
+    bind: IpAddr,
+    peer: IpAddr,
+) -> bool {
     !protected || auth_configured || is_loopback(bind) || is_loopback(peer)
 }
 
@@ -52,10 +57,20 @@ mod tests {
         assert!(protected_mode_allows(true, false, any4, ip("127.0.0.1")));
         assert!(protected_mode_allows(true, false, any4, ip("127.8.9.10")));
         assert!(protected_mode_allows(true, false, ip("::"), ip("::1")));
-        assert!(protected_mode_allows(true, false, ip("::"), ip("::ffff:127.0.0.1")));
+        assert!(protected_mode_allows(
+            true,
+            false,
+            ip("::"),
+            ip("::ffff:127.0.0.1")
+        ));
         assert!(!protected_mode_allows(true, false, any4, remote));
         assert!(!protected_mode_allows(true, false, lan, remote));
-        assert!(!protected_mode_allows(true, false, ip("::"), ip("2001:db8::1")));
+        assert!(!protected_mode_allows(
+            true,
+            false,
+            ip("::"),
+            ip("2001:db8::1")
+        ));
         // Loopback bind: anything that reaches it is local.
         assert!(protected_mode_allows(true, false, ip("127.0.0.1"), remote));
         // Protected mode off, or auth configured: everyone.

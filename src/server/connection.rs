@@ -111,7 +111,10 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
     drop(session);
     outbox.close();
     if !writer.is_finished() {
-        let grace = hub.config.shutdown_grace.min(std::time::Duration::from_secs(2));
+        let grace = hub
+            .config
+            .shutdown_grace
+            .min(std::time::Duration::from_secs(2));
         if tokio::time::timeout(grace, &mut writer).await.is_err() {
             writer.abort();
         }

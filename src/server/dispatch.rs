@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::methods::{self, Method};
 use super::session::Session;
-use crate::jsontext::nesting_depth;
+use crate::jsontext::{from_str_prechecked, nesting_depth};
 use crate::protocol::RpcError;
 
 /// The members of a request object, each kept raw so that its presence and
@@ -65,21 +65,17 @@ pub fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
 }
 
 fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    // Depth was bounded by `nesting_depth` above; serde's fixed limit would
-    // make the configured one meaningless.
-    de.disable_recursion_limit();
-    let req = RawRequest::deserialize(&mut de).and_then(|r| de.end().map(|()| r));
-    req.map_err(|e| match e.classify() {
-        Category::Data => RpcError::invalid_request("a request must be a JSON object"),
+    from_str_prechecked::<RawRequest>(text).map_err(|e| match e.classify() {
+        Category::Data if !text.trim_start().starts_with('{') => {
+            RpcError::invalid_request("a request must be a JSON object")
+        }
+        Category::Data => RpcError::invalid_request(e),
         _ => RpcError::parse_error(e),
     })
 }
 
 fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    let items = match Vec::<&RawValue>::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
+    let items = match from_str_prechecked::<Vec<&RawValue>>(text) {
         Ok(items) => items,
         Err(e) => {
             session.hub.metrics.request(Method::Other, false);
@@ -110,14 +106,11 @@ fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
     }
     let mut out = String::new();
     for item in items {
-        let response = match RawRequest::deserialize(item) {
+        let response = match parse(item.get()) {
             Ok(req) => handle_request(session, req),
-            Err(_) => {
+            Err(err) => {
                 session.hub.metrics.request(Method::Other, false);
-                Some(error_response(
-                    NULL_ID,
-                    &RpcError::invalid_request("each batch element must be a request object"),
-                ))
+                Some(error_response(NULL_ID, &err))
             }
         };
         if let Some(r) = response {
@@ -219,4 +212,3 @@ pub fn binary_frame_error() -> String {
         ),
     )
 }
-

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::session::Session;
-use crate::jsontext::{compact, push_str_literal};
+use crate::jsontext::{compact, from_str_prechecked, push_str_literal};
 use crate::protocol::{
     DeleteParams, KeyParams, KeysParams, MemoizeParams, RpcError, SubscribeParams,
     UnsubscribeParams, UpdateParams, PROTOCOL_VERSION,
@@ -123,10 +123,8 @@ pub fn call(
 }
 
 fn decode<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, RpcError> {
-    serde_json::from_str(params).map_err(|e| {
-        // serde's messages end with " at line L column C"; the column is useful, keep it.
-        RpcError::invalid_params(e)
-    })
+    // serde's messages name the field and position ("missing field `key`").
+    from_str_prechecked(params).map_err(RpcError::invalid_params)
 }
 
 fn check_key(session: &Session, key: &str) -> Result<(), RpcError> {
@@ -350,4 +348,3 @@ fn unsubscribe(s: &mut Session, p: UnsubscribeParams, out: &mut String) -> Resul
     push_bool(out, s.unsubscribe(p.sub));
     Ok(())
 }
-

@@ -80,7 +80,11 @@ impl Metrics {
         };
         let mut m = m;
         let r = &mut m.registry;
-        r.register("connections", "Open WebSocket connections", m.connections.clone());
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
         r.register(
             "connections_accepted",
             "WebSocket connections accepted since start",
@@ -92,9 +96,17 @@ impl Metrics {
             m.connections_rejected.clone(),
         );
         r.register("keys", "Keys stored", m.keys.clone());
-        r.register("subscriptions", "Live subscriptions", m.subscriptions.clone());
+        r.register(
+            "subscriptions",
+            "Live subscriptions",
+            m.subscriptions.clone(),
+        );
         r.register("rev", "Highest rev handed out", m.rev.clone());
-        r.register("events_sent", "Event notifications sent", m.events_sent.clone());
+        r.register(
+            "events_sent",
+            "Event notifications sent",
+            m.events_sent.clone(),
+        );
         r.register(
             "lagged_events",
             "Lagged events sent to subscribers that fell behind",
@@ -105,7 +117,11 @@ impl Metrics {
             "WebSocket payload bytes received",
             m.bytes_in.clone(),
         );
-        r.register("sent_bytes", "WebSocket payload bytes sent", m.bytes_out.clone());
+        r.register(
+            "sent_bytes",
+            "WebSocket payload bytes sent",
+            m.bytes_out.clone(),
+        );
         m
     }
 
@@ -116,7 +132,8 @@ impl Metrics {
 
     /// The text exposition, with gauges read from `store` at this instant.
     pub fn render(&self, store: &Store) -> String {
-        self.keys.set(i64::try_from(store.len()).unwrap_or(i64::MAX));
+        self.keys
+            .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
         self.subscriptions
             .set(i64::try_from(store.pubsub().len()).unwrap_or(i64::MAX));
         self.rev.set(i64::try_from(store.rev()).unwrap_or(i64::MAX));

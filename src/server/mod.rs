@@ -192,8 +192,7 @@ impl Server {
                 );
             }
         }
-        let app = http::router(hub.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let token = hub.shutdown.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await })

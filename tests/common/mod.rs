@@ -56,13 +56,22 @@ impl TestHub {
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
-        tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         let text = String::from_utf8_lossy(&buf).to_string();
         let status: u16 = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -80,7 +89,10 @@ impl TestHub {
             if pred(&s) {
                 return s;
             }
-            assert!(tokio::time::Instant::now() < deadline, "stats never matched: {s}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats never matched: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -88,7 +100,10 @@ impl TestHub {
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.handle.shutdown();
         let task = self.task.take().unwrap();
-        tokio::time::timeout(WAIT, task).await.expect("hub stopped in time").unwrap()
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("hub stopped in time")
+            .unwrap()
     }
 }
 
@@ -108,7 +123,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
         Self {
             ws,
             next_id: 1,
@@ -117,7 +134,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
     }
 
     /// Next text frame parsed as JSON (skips pings/pongs), within WAIT.
@@ -179,7 +199,10 @@ impl Client {
     /// Sends a request and returns its `error` object, panicking on success.
     pub async fn call_err(&mut self, method: &str, params: Value) -> Value {
         let resp = self.request(method, params).await;
-        assert!(resp.get("result").is_none(), "{method} unexpectedly succeeded: {resp}");
+        assert!(
+            resp.get("result").is_none(),
+            "{method} unexpectedly succeeded: {resp}"
+        );
         resp["error"].clone()
     }
 }
