@@ -328,27 +328,34 @@ impl Store {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
         };
+        // `best` holds the smallest keys seen so far, sorted; a shard's scan
+        // stops early once its keys can no longer make the page.
         let mut best: Vec<KeyInfo> = Vec::with_capacity(want * 2);
+        let mut found: Vec<KeyInfo> = Vec::with_capacity(want);
         for lock in self.shards.iter() {
+            let cutoff = if best.len() >= want {
+                best.last()
+            } else {
+                None
+            };
             let shard = lock.read();
             let range = shard
                 .entries
                 .range::<str, _>((start, Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix))
+                .take_while(|(k, _)| cutoff.is_none_or(|c| k[..] < c.key[..]))
                 .take(want);
-            for (k, e) in range {
-                if best.len() >= want && best.last().is_some_and(|w| **k >= *w.key) {
-                    break;
-                }
-                best.push(KeyInfo {
-                    key: k.clone(),
-                    rev: e.rev,
-                    bytes: e.value.len(),
-                });
-            }
+            found.extend(range.map(|(k, e)| KeyInfo {
+                key: k.clone(),
+                rev: e.rev,
+                bytes: e.value.len(),
+            }));
             drop(shard);
-            best.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-            best.truncate(want);
+            if !found.is_empty() {
+                best.append(&mut found);
+                best.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+                best.truncate(want);
+            }
         }
         let next = if best.len() > limit {
             best.truncate(limit);

@@ -28,8 +28,21 @@ enum Op {
     Keys(usize, Option<usize>, u64),
 }
 
-const KEYS: [&str; 6] = ["a", "ab", "b", "b/x", "b/y", "é"];
-const PREFIXES: [&str; 4] = ["", "a", "b/", "z"];
+/// Key names: a few with shared prefixes, plus enough `n/NN` keys that many
+/// share a store shard (where merge bugs in `keys` paging would show).
+fn key_name(i: usize) -> String {
+    match i {
+        0 => "a".into(),
+        1 => "ab".into(),
+        2 => "b".into(),
+        3 => "b/x".into(),
+        4 => "b/y".into(),
+        5 => "é".into(),
+        n => format!("n/{n:02}"),
+    }
+}
+const KEY_COUNT: usize = 200;
+const PREFIXES: [&str; 5] = ["", "a", "b/", "n/", "z"];
 
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -51,14 +64,14 @@ fn if_rev() -> impl Strategy<Value = IfRev> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let k = 0..KEYS.len();
+    let k = 0..KEY_COUNT;
     prop_oneof![
         (k.clone(), value()).prop_map(|(k, v)| Op::Memoize(k, v)),
         k.clone().prop_map(Op::Get),
         (k.clone(), value(), if_rev()).prop_map(|(k, v, r)| Op::Update(k, v, r)),
         (k.clone(), if_rev()).prop_map(|(k, r)| Op::Delete(k, r)),
         k.clone().prop_map(Op::IsMemoized),
-        (0..PREFIXES.len(), prop::option::of(k), 1..4u64).prop_map(|(p, a, l)| Op::Keys(p, a, l)),
+        (0..PREFIXES.len(), prop::option::of(k), 1..30u64).prop_map(|(p, a, l)| Op::Keys(p, a, l)),
     ]
 }
 
@@ -179,13 +192,13 @@ async fn run_case(hub: &TestHub, case: u64, ops: &[Op]) -> Result<(), TestCaseEr
     for op in ops {
         let (method, params, expected) = match op {
             Op::Keys(p, after, limit) => {
-                let after_key = after.map(|a| format!("{ns}{}", KEYS[a]));
+                let after_key = after.map(|a| format!("{ns}{}", key_name(a)));
                 let params = json!({"prefix": format!("{ns}{}", PREFIXES[*p]), "after": after_key, "limit": limit});
                 let expected = Ok(model.keys(&ns, PREFIXES[*p], after_key.as_deref(), *limit));
                 ("keys", params, expected)
             }
             Op::Memoize(k, v) | Op::Update(k, v, _) => {
-                let key = format!("{ns}{}", KEYS[*k]);
+                let key = format!("{ns}{}", key_name(*k));
                 let r = match op {
                     Op::Update(_, _, r) => model.resolve(&key, r),
                     _ => None,
@@ -200,13 +213,13 @@ async fn run_case(hub: &TestHub, case: u64, ops: &[Op]) -> Result<(), TestCaseEr
                 (method, params, expected)
             }
             Op::Delete(k, r) => {
-                let key = format!("{ns}{}", KEYS[*k]);
+                let key = format!("{ns}{}", key_name(*k));
                 let r = model.resolve(&key, r);
                 let expected = model.apply(&key, op, r);
                 ("delete", json!({"key": key, "if_rev": r}), expected)
             }
             Op::Get(k) | Op::IsMemoized(k) => {
-                let key = format!("{ns}{}", KEYS[*k]);
+                let key = format!("{ns}{}", key_name(*k));
                 let method = if matches!(op, Op::Get(_)) {
                     "get"
                 } else {
@@ -248,7 +261,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn hub_matches_btreemap_model(ops in prop::collection::vec(op(), 1..40)) {
+    fn hub_matches_btreemap_model(ops in prop::collection::vec(op(), 1..120)) {
         static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let s = shared();
