@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 /// The protocol version this build speaks; reported by `version`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Methods protocol v1 defines that this version does not implement yet.
+const PLANNED_METHODS: [&str; 5] = ["patch", "merge", "incr", "lock", "unlock"];
+
 /// JSON-RPC error codes used by memhub (standard and application-defined).
 pub mod code {
     /// The frame is not valid JSON or is nested deeper than allowed.
@@ -86,10 +89,12 @@ impl RpcError {
 
     /// `-32601`: no such method.
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(
-            code::METHOD_NOT_FOUND,
-            format!("method not found: {method:?} is not a memhub method"),
-        )
+        let message = if PLANNED_METHODS.contains(&method) {
+            format!("method not found: {method:?} is part of protocol v1 but not implemented by this hub version yet")
+        } else {
+            format!("method not found: {method:?} is not a memhub method")
+        };
+        Self::new(code::METHOD_NOT_FOUND, message)
     }
 
     /// `-32602`: params are unusable.
