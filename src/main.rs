@@ -77,6 +77,14 @@ struct ServeArgs {
     /// Most bytes queued per connection before events are dropped as lagged.
     #[arg(long, env = "MEMHUB_OUTBOUND_MAX_BYTES", default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     outbound_max_bytes: u64,
+    /// A browser origin (scheme://host[:port]) allowed to open WebSockets besides the
+    /// hub's own; repeatable or comma-separated; `*` allows every origin.
+    #[arg(
+        long = "allow-origin",
+        env = "MEMHUB_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    allow_origin: Vec<String>,
     /// Keepalive ping interval in milliseconds; a client silent for two intervals is dropped.
     #[arg(long, env = "MEMHUB_PING_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
     ping_interval_ms: u64,
@@ -100,6 +108,7 @@ impl ServeArgs {
             outbound_max_bytes: size(self.outbound_max_bytes),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             protected_mode: self.protected_mode == OnOff::On,
+            allowed_origins: self.allow_origin.clone(),
             ..ServerConfig::default()
         }
     }

@@ -15,9 +15,6 @@ use serde_json::{json, Value};
 /// The protocol version this build speaks; reported by `version`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Methods protocol v1 defines that this version does not implement yet.
-const PLANNED_METHODS: [&str; 5] = ["patch", "merge", "incr", "lock", "unlock"];
-
 /// JSON-RPC error codes used by memhub (standard and application-defined).
 pub mod code {
     /// The frame is not valid JSON or is nested deeper than allowed.
@@ -89,12 +86,10 @@ impl RpcError {
 
     /// `-32601`: no such method.
     pub fn method_not_found(method: &str) -> Self {
-        let message = if PLANNED_METHODS.contains(&method) {
-            format!("method not found: {method:?} is part of protocol v1 but not implemented by this hub version yet")
-        } else {
-            format!("method not found: {method:?} is not a memhub method")
-        };
-        Self::new(code::METHOD_NOT_FOUND, message)
+        Self::new(
+            code::METHOD_NOT_FOUND,
+            format!("method not found: {method:?} is not a memhub method"),
+        )
     }
 
     /// `-32602`: params are unusable.
@@ -120,6 +115,46 @@ impl RpcError {
             format!("revision mismatch on key {key:?}: if_rev was {expected} but {now}"),
         )
         .with_data(json!({ "rev": current }))
+    }
+
+    /// `-32005` with `data: {op_index}`.
+    pub fn patch_failed(key: &str, op_index: usize, why: impl fmt::Display) -> Self {
+        Self::new(
+            code::PATCH_FAILED,
+            format!(
+                "patch of key {key:?} failed at operation {op_index}: {why}; nothing was changed"
+            ),
+        )
+        .with_data(json!({ "op_index": op_index }))
+    }
+
+    /// `-32006` with `data: {key}`.
+    pub fn not_a_number(key: &str, why: impl fmt::Display) -> Self {
+        Self::new(code::NOT_A_NUMBER, format!("incr of key {key:?}: {why}"))
+            .with_data(json!({ "key": key }))
+    }
+
+    /// `-32003` with `data: {name}`.
+    pub fn lock_timeout(name: &str, wait_ms: u64) -> Self {
+        let when = if wait_ms == 0 {
+            "it is held by someone else".to_string()
+        } else {
+            format!("it was still held after waiting {wait_ms} ms")
+        };
+        Self::new(
+            code::LOCK_TIMEOUT,
+            format!("lock {name:?} not acquired: {when}"),
+        )
+        .with_data(json!({ "name": name }))
+    }
+
+    /// `-32004` with `data: {name}`.
+    pub fn lock_not_held(name: &str) -> Self {
+        Self::new(
+            code::LOCK_NOT_HELD,
+            format!("lock {name:?} is not held by that token (wrong token, already unlocked, or its lease ran out)"),
+        )
+        .with_data(json!({ "name": name }))
     }
 
     /// `-32011` with `data: {limit, max}`.
@@ -194,6 +229,82 @@ pub struct DeleteParams<'a> {
     /// Compare-and-set: delete only if the key's rev equals this.
     #[serde(default, deserialize_with = "null_as_absent")]
     pub if_rev: Option<u64>,
+}
+
+/// Params of `patch`.
+#[derive(Debug, Deserialize)]
+pub struct PatchParams<'a> {
+    /// The key to change; it must exist.
+    #[serde(borrow)]
+    pub key: Cow<'a, str>,
+    /// An RFC 6902 JSON Patch: an array of operations, applied all or none.
+    #[serde(borrow)]
+    pub ops: &'a RawValue,
+    /// Compare-and-set: apply only if the key's rev equals this.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub if_rev: Option<u64>,
+    /// New expiry after this write; without it the key keeps its expiry.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// Params of `merge`.
+#[derive(Debug, Deserialize)]
+pub struct MergeParams<'a> {
+    /// The key to change (absent: the patch applies to `null`).
+    #[serde(borrow)]
+    pub key: Cow<'a, str>,
+    /// An RFC 7396 merge patch.
+    #[serde(borrow)]
+    pub value: &'a RawValue,
+    /// Compare-and-set: apply only if the key's rev equals this (0 = only if absent).
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub if_rev: Option<u64>,
+    /// New expiry after this write; without it the key keeps its expiry.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// Params of `incr`.
+#[derive(Debug, Deserialize)]
+pub struct IncrParams<'a> {
+    /// The key holding a number (absent: starts at 0).
+    #[serde(borrow)]
+    pub key: Cow<'a, str>,
+    /// The amount to add (default 1).
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub by: Option<serde_json::Number>,
+    /// Compare-and-set (an extension of protocol v1): apply only if the key's rev equals this.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub if_rev: Option<u64>,
+    /// New expiry after this write; without it the key keeps its expiry.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// Params of `lock`.
+#[derive(Debug, Deserialize)]
+pub struct LockParams<'a> {
+    /// The lock's name (a namespace separate from keys).
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// Lease: the lock is released this many ms after it is acquired unless unlocked first.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub ttl_ms: Option<u64>,
+    /// How long to wait for the lock; 0 or absent = try once.
+    #[serde(default, deserialize_with = "null_as_absent")]
+    pub wait_ms: Option<u64>,
+}
+
+/// Params of `unlock`.
+#[derive(Debug, Deserialize)]
+pub struct UnlockParams<'a> {
+    /// The lock's name.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// The token `lock` returned.
+    #[serde(borrow)]
+    pub token: Cow<'a, str>,
 }
 
 /// Params of `keys`.

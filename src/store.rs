@@ -1,18 +1,23 @@
-//! The keyspace: every stored value, its rev, and the hub-wide rev counter.
+//! The keyspace: every stored value, its rev and expiry, and the hub-wide
+//! rev counter.
 //!
 //! Keys live in 64 shards, each a `BTreeMap` behind its own `RwLock`, so
 //! operations on different keys rarely contend and `keys` can list in key
 //! order by merging the shards' sorted ranges (a page costs a few hundred
 //! comparisons, not a scan of the keyspace). Values are compact JSON text
-//! shared by `Arc`; nothing here parses them.
+//! shared by `Arc`; nothing here parses them (`modify` hands the text to the
+//! caller's function).
 //!
 //! Every mutation bumps the rev and publishes its event while holding the
 //! key's shard lock: a key's events are therefore produced in rev order, and
 //! a key subscription registered under the same lock sees exactly the changes
-//! after its snapshot. This module never awaits and never holds two shard
-//! locks at once.
+//! after its snapshot. Expiry is exact to the millisecond for readers (an
+//! expired entry is invisible even before it is swept) and cheap for the
+//! sweeper: each shard keeps its deadlines sorted, so a sweep looks only at
+//! what is due. This module never awaits and never holds two shard locks at
+//! once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,13 +30,29 @@ use crate::pubsub::{PubSub, Subscription};
 
 const SHARDS: usize = 64;
 
-/// A stored value: compact JSON text and the rev of its last mutation.
+/// Milliseconds since the Unix epoch, the clock expiry deadlines use.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A stored value: compact JSON text, the rev of its last mutation, and
+/// when it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The value as compact JSON text.
     pub value: Arc<str>,
     /// The rev of the write that produced it.
     pub rev: u64,
+    /// Unix milliseconds at which the key expires, if it does.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Entry {
+    fn is_expired(&self, now: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| now >= t)
+    }
 }
 
 /// Why a conditional or targeted mutation did not apply.
@@ -44,6 +65,15 @@ pub enum StoreError {
         /// The key's current rev, 0 when absent.
         current: u64,
     },
+}
+
+/// Why a `modify` did not apply: the store's reason or the operation's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModifyError<E> {
+    /// `if_rev` mismatch.
+    Store(StoreError),
+    /// The caller's function refused (bad patch, not a number, …).
+    Op(E),
 }
 
 /// The outcome of `memoize`: the value now held and whether this call stored it.
@@ -75,6 +105,8 @@ pub struct KeyInfo {
     pub rev: u64,
     /// Size of its value's compact JSON in bytes.
     pub bytes: usize,
+    /// Unix milliseconds at which it expires, if it does.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A page of `keys`, sorted by key bytes.
@@ -99,6 +131,36 @@ pub struct Snapshot {
 #[derive(Default)]
 struct Shard {
     entries: BTreeMap<Box<str>, Entry>,
+    /// `(expires_at_ms, key)` for every entry with an expiry, and only those.
+    deadlines: BTreeSet<(u64, Box<str>)>,
+}
+
+impl Shard {
+    /// The live entry of `key`, hiding one whose expiry has passed.
+    fn live(&self, key: &str, now: impl FnOnce() -> u64) -> Option<&Entry> {
+        let e = self.entries.get(key)?;
+        match e.expires_at_ms {
+            Some(t) if now() >= t => None,
+            _ => Some(e),
+        }
+    }
+
+    fn set_deadline(&mut self, key: &str, old: Option<u64>, new: Option<u64>) {
+        if old == new {
+            return;
+        }
+        if let Some(t) = old {
+            self.deadlines.remove(&(t, Box::from(key)));
+        }
+        if let Some(t) = new {
+            self.deadlines.insert((t, Box::from(key)));
+        }
+    }
+}
+
+/// Turns a `ttl_ms` into an absolute deadline.
+fn deadline(ttl_ms: Option<u64>) -> Option<u64> {
+    ttl_ms.map(|ttl| now_ms().saturating_add(ttl))
 }
 
 /// The in-memory keyspace and its subscriptions.
@@ -154,7 +216,7 @@ impl Store {
         self.rev.load(Ordering::SeqCst)
     }
 
-    /// Number of keys.
+    /// Number of keys (expired keys count until they are swept).
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -174,103 +236,195 @@ impl Store {
         &self.pubsub
     }
 
-    /// Stores `value` under `key` only if the key is absent; returns the
-    /// value held afterwards either way.
-    pub fn memoize(&self, key: &str, value: Arc<str>) -> Memoized {
-        let lock = self.shard(key);
-        if let Some(e) = lock.read().entries.get(key) {
-            return Memoized {
-                value: e.value.clone(),
-                rev: e.rev,
-                created: false,
-            };
+    /// Removes `key` if its expiry has passed, emitting its `expire` event,
+    /// so that a write sees the key as absent. Caller holds the write lock.
+    fn expire_if_due(&self, shard: &mut Shard, key: &str) {
+        let Some(e) = shard.entries.get(key) else {
+            return;
+        };
+        let Some(t) = e.expires_at_ms else {
+            return;
+        };
+        if now_ms() < t {
+            return;
         }
-        let mut shard = lock.write();
-        if let Some(e) = shard.entries.get(key) {
-            return Memoized {
-                value: e.value.clone(),
-                rev: e.rev,
-                created: false,
-            };
-        }
+        self.remove_expired(shard, key, t);
+    }
+
+    fn remove_expired(&self, shard: &mut Shard, key: &str, deadline: u64) {
+        shard.entries.remove(key);
+        shard.deadlines.remove(&(deadline, Box::from(key)));
+        self.len.fetch_sub(1, Ordering::Relaxed);
         let rev = self.next_rev();
-        shard.entries.insert(
-            key.into(),
-            Entry {
-                value: value.clone(),
-                rev,
-            },
-        );
-        self.len.fetch_add(1, Ordering::Relaxed);
+        self.pubsub.publish(key, EventKind::Expire, None, rev);
+    }
+
+    /// Inserts or replaces `key` in a locked shard and publishes the update.
+    fn write_locked(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        value: Arc<str>,
+        expires_at_ms: Option<u64>,
+    ) -> Written {
+        let rev = self.next_rev();
         self.pubsub
             .publish(key, EventKind::Update, Some(&value), rev);
-        Memoized {
+        let new = Entry {
             value,
             rev,
+            expires_at_ms,
+        };
+        match shard.entries.get_mut(key) {
+            Some(e) => {
+                let old = std::mem::replace(e, new);
+                shard.set_deadline(key, old.expires_at_ms, expires_at_ms);
+                Written {
+                    rev,
+                    created: false,
+                }
+            }
+            None => {
+                shard.entries.insert(key.into(), new);
+                shard.set_deadline(key, None, expires_at_ms);
+                self.len.fetch_add(1, Ordering::Relaxed);
+                Written { rev, created: true }
+            }
+        }
+    }
+
+    /// Stores `value` under `key` only if the key is absent (then with
+    /// `ttl_ms`, if given); returns the value held afterwards either way.
+    pub fn memoize(&self, key: &str, value: Arc<str>, ttl_ms: Option<u64>) -> Memoized {
+        let lock = self.shard(key);
+        let existing = |e: &Entry| Memoized {
+            value: e.value.clone(),
+            rev: e.rev,
+            created: false,
+        };
+        if let Some(e) = lock.read().live(key, now_ms) {
+            return existing(e);
+        }
+        let mut shard = lock.write();
+        self.expire_if_due(&mut shard, key);
+        if let Some(e) = shard.entries.get(key) {
+            return existing(e);
+        }
+        let w = self.write_locked(&mut shard, key, value.clone(), deadline(ttl_ms));
+        Memoized {
+            value,
+            rev: w.rev,
             created: true,
         }
     }
 
-    /// The key's value and rev, if it exists.
+    /// The key's value, rev and expiry, if it exists and has not expired.
     pub fn get(&self, key: &str) -> Option<Entry> {
-        self.shard(key).read().entries.get(key).cloned()
+        self.shard(key).read().live(key, now_ms).cloned()
     }
 
-    /// True if the key exists.
+    /// True if the key exists and has not expired.
     pub fn contains(&self, key: &str) -> bool {
-        self.shard(key).read().entries.contains_key(key)
+        self.shard(key).read().live(key, now_ms).is_some()
     }
 
-    /// Inserts or replaces the key's value; with `if_rev`, only if the key's
-    /// rev equals it (0: only if absent).
+    /// Inserts or replaces the key's value and expiry (none without
+    /// `ttl_ms`); with `if_rev`, only if the key's rev equals it (0: only if
+    /// absent).
     pub fn update(
         &self,
         key: &str,
         value: Arc<str>,
         if_rev: Option<u64>,
+        ttl_ms: Option<u64>,
     ) -> Result<Written, StoreError> {
         let mut shard = self.shard(key).write();
-        let current = shard.entries.get_mut(key);
+        self.expire_if_due(&mut shard, key);
         if let Some(expected) = if_rev {
-            let have = current.as_ref().map_or(0, |e| e.rev);
+            let have = shard.entries.get(key).map_or(0, |e| e.rev);
             if have != expected {
                 return Err(StoreError::RevMismatch { current: have });
             }
         }
-        let rev = self.next_rev();
-        self.pubsub
-            .publish(key, EventKind::Update, Some(&value), rev);
-        let created = match current {
-            Some(e) => {
-                *e = Entry { value, rev };
-                false
+        Ok(self.write_locked(&mut shard, key, value, deadline(ttl_ms)))
+    }
+
+    /// Computes a key's new value from its current one (`None` when absent)
+    /// with `op`, atomically: nothing else changes the key in between. With
+    /// `if_rev`, only if the key's rev equals it. The expiry is kept unless
+    /// `ttl_ms` is given. Returns the new value and the write's outcome.
+    pub fn modify<E>(
+        &self,
+        key: &str,
+        if_rev: Option<u64>,
+        ttl_ms: Option<u64>,
+        op: impl FnOnce(Option<&str>) -> Result<Arc<str>, E>,
+    ) -> Result<(Arc<str>, Written), ModifyError<E>> {
+        let mut shard = self.shard(key).write();
+        self.expire_if_due(&mut shard, key);
+        let current = shard.entries.get(key);
+        if let Some(expected) = if_rev {
+            let have = current.map_or(0, |e| e.rev);
+            if have != expected {
+                return Err(ModifyError::Store(StoreError::RevMismatch {
+                    current: have,
+                }));
             }
-            None => {
-                shard.entries.insert(key.into(), Entry { value, rev });
-                self.len.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+        }
+        let expires = match ttl_ms {
+            Some(_) => deadline(ttl_ms),
+            None => current.and_then(|e| e.expires_at_ms),
         };
-        Ok(Written { rev, created })
+        let value = op(current.map(|e| &*e.value)).map_err(ModifyError::Op)?;
+        let w = self.write_locked(&mut shard, key, value.clone(), expires);
+        Ok((value, w))
     }
 
     /// Deletes the key; with `if_rev`, only if its rev equals it. Returns the
     /// deletion's rev.
     pub fn delete(&self, key: &str, if_rev: Option<u64>) -> Result<u64, StoreError> {
         let mut shard = self.shard(key).write();
+        self.expire_if_due(&mut shard, key);
         let have = shard.entries.get(key).map_or(0, |e| e.rev);
         if let Some(expected) = if_rev {
             if have != expected {
                 return Err(StoreError::RevMismatch { current: have });
             }
         }
-        if shard.entries.remove(key).is_none() {
+        let Some(old) = shard.entries.remove(key) else {
             return Err(StoreError::NotFound);
-        }
+        };
+        shard.set_deadline(key, old.expires_at_ms, None);
         self.len.fetch_sub(1, Ordering::Relaxed);
         let rev = self.next_rev();
         self.pubsub.publish(key, EventKind::Delete, None, rev);
         Ok(rev)
+    }
+
+    /// Removes every key whose expiry is at or before `now` (Unix ms),
+    /// emitting one `expire` event each; returns how many. Looks only at
+    /// due deadlines, never scans the keyspace.
+    pub fn expire_due(&self, now: u64) -> usize {
+        let mut expired = 0;
+        for lock in self.shards.iter() {
+            let due = |s: &Shard| s.deadlines.first().is_some_and(|(t, _)| *t <= now);
+            if !due(&lock.read()) {
+                continue;
+            }
+            let mut shard = lock.write();
+            while let Some((t, key)) = shard.deadlines.first().cloned() {
+                if t > now {
+                    break;
+                }
+                if shard.entries.get(&*key).and_then(|e| e.expires_at_ms) == Some(t) {
+                    self.remove_expired(&mut shard, &key, t);
+                    expired += 1;
+                } else {
+                    shard.deadlines.remove(&(t, key));
+                }
+            }
+        }
+        expired
     }
 
     /// The key's current state, consistent with its event stream: every
@@ -281,7 +435,7 @@ impl Store {
     }
 
     fn snapshot_locked(&self, shard: &Shard, key: &str) -> Snapshot {
-        match shard.entries.get(key) {
+        match shard.live(key, now_ms) {
             Some(e) => Snapshot {
                 rev: e.rev,
                 entry: Some(e.clone()),
@@ -300,7 +454,9 @@ impl Store {
     pub fn subscribe(&self, sub: Arc<Subscription>) -> Option<Snapshot> {
         match sub.key() {
             Some(key) => {
-                let shard = self.shard(key).read();
+                let mut shard = self.shard(key).write();
+                // Expire first, so the snapshot and the event stream agree.
+                self.expire_if_due(&mut shard, key);
                 let snap = self.snapshot_locked(&shard, key);
                 sub.last_rev.store(snap.rev, Ordering::SeqCst);
                 self.pubsub.watch(sub.clone());
@@ -319,11 +475,12 @@ impl Store {
         self.pubsub.unwatch(sub)
     }
 
-    /// Up to `limit` keys starting with `prefix`, sorted by key bytes,
+    /// Up to `limit` live keys starting with `prefix`, sorted by key bytes,
     /// strictly after `after`.
     pub fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> KeyPage {
         let limit = limit.max(1);
         let want = limit + 1; // one extra tells whether more remain
+        let now = now_ms();
         let start: Bound<&str> = match after {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
@@ -344,11 +501,13 @@ impl Store {
                 .range::<str, _>((start, Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .take_while(|(k, _)| cutoff.is_none_or(|c| k[..] < c.key[..]))
+                .filter(|(_, e)| !e.is_expired(now))
                 .take(want);
             found.extend(range.map(|(k, e)| KeyInfo {
                 key: k.clone(),
                 rev: e.rev,
                 bytes: e.value.len(),
+                expires_at_ms: e.expires_at_ms,
             }));
             drop(shard);
             if !found.is_empty() {
@@ -378,17 +537,17 @@ mod tests {
     #[test]
     fn revs_strictly_increase_and_cas_works() {
         let s = Store::new();
-        let m = s.memoize("a", v("1"));
+        let m = s.memoize("a", v("1"), None);
         assert!(m.created && m.rev == 1);
-        let m2 = s.memoize("a", v("2"));
+        let m2 = s.memoize("a", v("2"), None);
         assert!(!m2.created && &*m2.value == "1" && m2.rev == 1);
         assert_eq!(
-            s.update("a", v("3"), Some(7)),
+            s.update("a", v("3"), Some(7), None),
             Err(StoreError::RevMismatch { current: 1 })
         );
-        assert_eq!(s.update("a", v("3"), Some(1)).unwrap().rev, 2);
+        assert_eq!(s.update("a", v("3"), Some(1), None).unwrap().rev, 2);
         assert_eq!(
-            s.update("b", v("1"), Some(0)),
+            s.update("b", v("1"), Some(0), None),
             Ok(Written {
                 rev: 3,
                 created: true
@@ -408,9 +567,9 @@ mod tests {
     fn keys_pages_in_order_across_shards() {
         let s = Store::new();
         for i in 0..1000 {
-            s.update(&format!("k{i:04}"), v("0"), None).unwrap();
+            s.update(&format!("k{i:04}"), v("0"), None, None).unwrap();
         }
-        s.update("other", v("[1,2]"), None).unwrap();
+        s.update("other", v("[1,2]"), None, None).unwrap();
         let mut seen = Vec::new();
         let mut after: Option<Box<str>> = None;
         loop {

@@ -952,20 +952,12 @@ async fn if_rev_on_delete() {
 }
 
 #[tokio::test]
-async fn unimplemented_and_unknown_methods() {
+async fn unknown_methods_and_invalid_ttl() {
     let hub = TestHub::start().await;
     let mut c = hub.client().await;
     c.call("update", json!({"key": "n", "value": 1})).await;
 
     let calls = [
-        (
-            "patch",
-            json!({"key": "n", "ops": [{"op": "replace", "path": "", "value": 2}]}),
-        ),
-        ("merge", json!({"key": "n", "value": {"a": 1}})),
-        ("incr", json!({"key": "n", "by": 1})),
-        ("lock", json!({"name": "l"})),
-        ("unlock", json!({"name": "l", "token": "t"})),
         ("frobnicate", json!({})),
         ("GET", json!({"key": "n"})),
         ("", json!({})),
@@ -979,21 +971,23 @@ async fn unimplemented_and_unknown_methods() {
         json!({"value": 1, "rev": 1})
     );
 
-    // ttl_ms (not implemented yet) is refused, and nothing is written.
-    expect_err(
-        &mut c,
-        "memoize",
-        json!({"key": "t", "value": 1, "ttl_ms": 1000}),
-        -32602,
-    )
-    .await;
-    expect_err(
-        &mut c,
-        "update",
-        json!({"key": "n", "value": 9, "ttl_ms": 1000}),
-        -32602,
-    )
-    .await;
+    // ttl_ms must be an integer >= 1; a bad one is refused and nothing is written.
+    for ttl in [json!(0), json!(-5), json!(1.5), json!("10")] {
+        expect_err(
+            &mut c,
+            "memoize",
+            json!({"key": "t", "value": 1, "ttl_ms": ttl}),
+            -32602,
+        )
+        .await;
+        expect_err(
+            &mut c,
+            "update",
+            json!({"key": "n", "value": 9, "ttl_ms": ttl}),
+            -32602,
+        )
+        .await;
+    }
     assert_eq!(
         c.call("is_memoized", json!({"key": "t"})).await,
         json!(false)
@@ -1009,6 +1003,8 @@ async fn unimplemented_and_unknown_methods() {
     assert_eq!(m["created"], json!(true));
     c.call("update", json!({"key": "t", "value": 2, "ttl_ms": null}))
         .await;
+    let page = c.call("keys", json!({"prefix": "t"})).await;
+    assert!(page["keys"][0].get("expires_at_ms").is_none(), "{page}");
 }
 
 // ---------------------------------------------------------------------------

@@ -35,6 +35,40 @@ pub fn protected_mode_allows(
     !protected || auth_configured || is_loopback(bind) || is_loopback(peer)
 }
 
+/// True if a WebSocket upgrade carrying `origin` may proceed: no `Origin`
+/// (a non-browser client), the hub's own origin (`http://` or `https://`
+/// plus the request's `Host`), an allow-listed origin, or an allow-list
+/// holding `*`. Comparison ignores ASCII case, as origins do.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    if let Some(host) = host {
+        for scheme in ["http://", "https://"] {
+            if origin.len() == scheme.len() + host.len()
+                && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+                && origin[scheme.len()..].eq_ignore_ascii_case(host)
+            {
+                return true;
+            }
+        }
+    }
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Body of the 403 answer to an upgrade from a foreign browser origin.
+pub fn origin_refusal(origin: &str) -> String {
+    format!(
+        "memhub refused a WebSocket upgrade from origin {origin:?}: browsers may connect only \
+         from the hub's own origin or an origin allowed with --allow-origin \
+         (MEMHUB_ALLOW_ORIGIN). This protects the hub from cross-site WebSocket hijacking \
+         by pages the user happens to visit.\n"
+    )
+}
+
 /// True if binding to `bind` exposes the hub beyond this machine.
 pub fn exposes_beyond_loopback(bind: IpAddr) -> bool {
     !is_loopback(bind)
@@ -77,6 +111,26 @@ mod tests {
         assert!(protected_mode_allows(false, false, any4, remote));
         assert!(protected_mode_allows(true, true, any4, remote));
         assert!(exposes_beyond_loopback(any4));
+    }
+
+    #[test]
+    fn origin_rule() {
+        let host = Some("127.0.0.1:18813");
+        assert!(origin_allowed(None, host, &[]));
+        assert!(origin_allowed(Some("http://127.0.0.1:18813"), host, &[]));
+        assert!(origin_allowed(Some("HTTPS://127.0.0.1:18813"), host, &[]));
+        assert!(!origin_allowed(Some("http://evil.example"), host, &[]));
+        assert!(!origin_allowed(Some("http://127.0.0.1:18814"), host, &[]));
+        assert!(!origin_allowed(Some("null"), host, &[]));
+        assert!(!origin_allowed(Some("http://127.0.0.1:18813"), None, &[]));
+        let list = vec!["https://app.example".to_string()];
+        assert!(origin_allowed(Some("https://app.example"), host, &list));
+        assert!(!origin_allowed(Some("http://app.example"), host, &list));
+        assert!(origin_allowed(
+            Some("http://anything"),
+            host,
+            &["*".to_string()]
+        ));
         assert!(!exposes_beyond_loopback(ip("::1")));
     }
 }

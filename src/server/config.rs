@@ -38,6 +38,13 @@ pub struct ServerConfig {
     pub protected_mode: bool,
     /// How long a graceful shutdown waits for connections to close (default 5 s).
     pub shutdown_grace: Duration,
+    /// How often expired keys are swept and their `expire` events sent
+    /// (default 10 ms). Readers never see an expired key, whatever this is.
+    pub expiry_sweep_interval: Duration,
+    /// Browser origins allowed to open a WebSocket besides the hub's own
+    /// (`http(s)://` + the request's `Host`); `*` allows every origin.
+    /// Requests without an `Origin` header (non-browser clients) are unaffected.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +62,8 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(30),
             protected_mode: true,
             shutdown_grace: Duration::from_secs(5),
+            expiry_sweep_interval: Duration::from_millis(10),
+            allowed_origins: Vec::new(),
         }
     }
 }

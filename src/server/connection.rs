@@ -79,8 +79,8 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
                         hub.metrics.bytes_in.inc_by(text.len() as u64);
                         match handle_frame(&mut session, text.as_str()) {
                             Some(resp) => {
-                                if !outbox.push_response(Utf8Bytes::from(resp)).await {
-                                    break "socket write failed";
+                                if let Err(why) = respond(&outbox, &hub, resp).await {
+                                    break why;
                                 }
                             }
                             None => outbox.announce(),
@@ -89,8 +89,8 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
                     Message::Binary(bin) => {
                         hub.metrics.bytes_in.inc_by(bin.len() as u64);
                         hub.metrics.request(super::methods::Method::Other, false);
-                        if !outbox.push_response(Utf8Bytes::from(binary_frame_error())).await {
-                            break "socket write failed";
+                        if let Err(why) = respond(&outbox, &hub, binary_frame_error()).await {
+                            break why;
                         }
                     }
                     Message::Ping(_) | Message::Pong(_) => {}
@@ -121,6 +121,20 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
     }
     hub.metrics.connections.dec();
     debug!(%peer, reason, "connection closed");
+}
+
+/// Queues a response, waiting for room; gives up on shutdown (closing with
+/// 1001) or when the writer is gone.
+async fn respond(outbox: &Outbox, hub: &Hub, resp: String) -> Result<(), &'static str> {
+    tokio::select! {
+        queued = outbox.push_response(Utf8Bytes::from(resp)) => {
+            if queued { Ok(()) } else { Err("socket write failed") }
+        }
+        _ = hub.shutdown.cancelled() => {
+            outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
+            Err("hub shutting down")
+        }
+    }
 }
 
 fn is_too_big(err: axum::Error) -> bool {
@@ -163,11 +177,15 @@ async fn write_batch(
                 if !sub.live.load(Ordering::Relaxed) {
                     continue;
                 }
-                // Skip what a catch-up snapshot already covered.
-                if ev.rev <= sub.last_rev.load(Ordering::SeqCst) {
-                    continue;
+                // A key's events arrive in rev order; skip what a catch-up
+                // snapshot already covered. (A prefix spans keys whose events
+                // interleave across shards, so revs there are not monotonic.)
+                if sub.key().is_some() {
+                    if ev.rev <= sub.last_rev.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    sub.last_rev.store(ev.rev, Ordering::SeqCst);
                 }
-                sub.last_rev.store(ev.rev, Ordering::SeqCst);
                 send_event(sink, &sub, &ev, hub).await?;
             }
             Outgoing::Ping => sink.feed(Message::Ping(Default::default())).await?,

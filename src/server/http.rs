@@ -1,7 +1,7 @@
 //! The HTTP face of the hub on its one port: `/ws`, `/healthz`, `/metrics`, `/`.
 //!
-//! The `/ws` handler is the admission gate: protected mode (403) and the
-//! connection cap (503) are decided here, before any WebSocket exists, and
+//! The `/ws` handler is the admission gate: browser origin (403), protected
+//! mode (403) and the connection cap (503) are decided here, before any WebSocket exists, and
 //! tungstenite's buffers and size limits are set from the config.
 
 use std::net::SocketAddr;
@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tracing::debug;
 
-use super::admission::{protected_mode_allows, PROTECTED_MODE_REFUSAL};
+use super::admission::{
+    origin_allowed, origin_refusal, protected_mode_allows, PROTECTED_MODE_REFUSAL,
+};
 use super::{connection, Hub};
 
 /// Per-connection socket buffers: small, so 10,000 idle connections stay cheap.
@@ -36,7 +38,18 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     State(hub): State<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !origin_allowed(origin, host, &hub.config.allowed_origins) {
+        hub.metrics.connections_rejected.inc();
+        let origin = origin.unwrap_or_default();
+        debug!(%peer, origin, "upgrade refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, origin_refusal(origin)).into_response();
+    }
     if !protected_mode_allows(hub.config.protected_mode, false, hub.bind_ip, peer.ip()) {
         hub.metrics.connections_rejected.inc();
         debug!(%peer, "upgrade refused by protected mode");

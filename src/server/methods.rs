@@ -9,16 +9,16 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::session::Session;
-use crate::jsontext::{compact, from_str_prechecked, push_str_literal};
+use crate::jsontext::{compact, from_str_prechecked, nesting_depth, push_str_literal};
 use crate::protocol::{
-    DeleteParams, KeyParams, KeysParams, MemoizeParams, RpcError, SubscribeParams,
-    UnsubscribeParams, UpdateParams, PROTOCOL_VERSION,
+    code, DeleteParams, IncrParams, KeyParams, KeysParams, MemoizeParams, MergeParams, PatchParams,
+    RpcError, SubscribeParams, UnsubscribeParams, UpdateParams, PROTOCOL_VERSION,
 };
 use crate::pubsub::{Subscription, Target};
-use crate::store::StoreError;
+use crate::store::{ModifyError, StoreError};
 
 /// Every method the hub counts in its metrics; `Other` covers unknown names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +43,23 @@ pub enum Method {
     Subscribe,
     /// `unsubscribe`
     Unsubscribe,
+    /// `patch`
+    Patch,
+    /// `merge`
+    Merge,
+    /// `incr`
+    Incr,
+    /// `lock`
+    Lock,
+    /// `unlock`
+    Unlock,
     /// Any name this hub does not implement.
     Other,
 }
 
 impl Method {
     /// All variants, in discriminant order.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 16] = [
         Method::Memoize,
         Method::Get,
         Method::Update,
@@ -60,6 +70,11 @@ impl Method {
         Method::Stats,
         Method::Subscribe,
         Method::Unsubscribe,
+        Method::Patch,
+        Method::Merge,
+        Method::Incr,
+        Method::Lock,
+        Method::Unlock,
         Method::Other,
     ];
 
@@ -76,6 +91,11 @@ impl Method {
             "stats" => Method::Stats,
             "subscribe" => Method::Subscribe,
             "unsubscribe" => Method::Unsubscribe,
+            "patch" => Method::Patch,
+            "merge" => Method::Merge,
+            "incr" => Method::Incr,
+            "lock" => Method::Lock,
+            "unlock" => Method::Unlock,
             _ => Method::Other,
         }
     }
@@ -93,6 +113,11 @@ impl Method {
             Method::Stats => "stats",
             Method::Subscribe => "subscribe",
             Method::Unsubscribe => "unsubscribe",
+            Method::Patch => "patch",
+            Method::Merge => "merge",
+            Method::Incr => "incr",
+            Method::Lock => "lock",
+            Method::Unlock => "unlock",
             Method::Other => "other",
         }
     }
@@ -118,6 +143,10 @@ pub fn call(
         Method::Stats => stats(session, out),
         Method::Subscribe => subscribe(session, decode(params)?, out),
         Method::Unsubscribe => unsubscribe(session, decode(params)?, out),
+        Method::Patch => patch(session, decode(params)?, out),
+        Method::Merge => merge(session, decode(params)?, out),
+        Method::Incr => incr(session, decode(params)?, out),
+        Method::Lock | Method::Unlock => Err(RpcError::method_not_found(name)),
         Method::Other => Err(RpcError::method_not_found(name)),
     }
 }
@@ -155,11 +184,59 @@ fn check_value(session: &Session, raw: &serde_json::value::RawValue) -> Result<A
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RpcError> {
     match ttl_ms {
-        None => Ok(()),
-        Some(_) => Err(RpcError::invalid_params(
-            "ttl_ms is not supported by this hub yet (key expiry is not implemented)",
-        )),
+        Some(0) => Err(RpcError::invalid_params("ttl_ms must be at least 1")),
+        _ => Ok(()),
     }
+}
+
+/// Parses a stored value (compact JSON whose depth was bounded when written).
+fn parse_stored(text: &str) -> Result<Value, RpcError> {
+    from_str_prechecked(text).map_err(|e| {
+        RpcError::new(
+            code::INTERNAL_ERROR,
+            format!("stored value unreadable: {e}"),
+        )
+    })
+}
+
+/// Serializes a computed value and applies the value limits to it.
+fn finish_value(session: &Session, doc: &Value) -> Result<Arc<str>, RpcError> {
+    let text = serde_json::to_string(doc)
+        .map_err(|e| RpcError::new(code::INTERNAL_ERROR, format!("cannot encode value: {e}")))?;
+    let max = session.hub.config.max_value_bytes;
+    if text.len() > max {
+        return Err(RpcError::invalid_params(format!(
+            "the resulting value is {} bytes as compact JSON, over the {max}-byte limit; nothing was changed",
+            text.len()
+        )));
+    }
+    let depth = session.hub.config.max_nesting;
+    if nesting_depth(text.as_bytes(), depth) > depth {
+        return Err(RpcError::invalid_params(format!(
+            "the resulting value nests deeper than the limit of {depth}; nothing was changed"
+        )));
+    }
+    Ok(Arc::from(text))
+}
+
+fn modify_error(key: &str, if_rev: Option<u64>, e: ModifyError<RpcError>) -> RpcError {
+    match e {
+        ModifyError::Store(e) => store_error(key, if_rev, e),
+        ModifyError::Op(e) => e,
+    }
+}
+
+/// Writes `{"value":V,"rev":R}` plus `"created":B` when asked.
+fn push_value_rev(out: &mut String, value: &str, rev: u64, created: Option<bool>) {
+    out.reserve(value.len() + 40);
+    out.push_str("{\"value\":");
+    out.push_str(value);
+    let _ = write!(out, ",\"rev\":{rev}");
+    if let Some(c) = created {
+        out.push_str(",\"created\":");
+        push_bool(out, c);
+    }
+    out.push('}');
 }
 
 fn store_error(key: &str, if_rev: Option<u64>, e: StoreError) -> RpcError {
@@ -179,12 +256,8 @@ fn memoize(s: &mut Session, p: MemoizeParams, out: &mut String) -> Result<(), Rp
     check_key(s, &p.key)?;
     check_ttl(p.ttl_ms)?;
     let value = check_value(s, p.value)?;
-    let m = s.hub.store.memoize(&p.key, value);
-    out.push_str("{\"value\":");
-    out.push_str(&m.value);
-    let _ = write!(out, ",\"rev\":{},\"created\":", m.rev);
-    push_bool(out, m.created);
-    out.push('}');
+    let m = s.hub.store.memoize(&p.key, value, p.ttl_ms);
+    push_value_rev(out, &m.value, m.rev, Some(m.created));
     Ok(())
 }
 
@@ -195,10 +268,7 @@ fn get(s: &mut Session, p: KeyParams, out: &mut String) -> Result<(), RpcError> 
         .store
         .get(&p.key)
         .ok_or_else(|| RpcError::not_found(&p.key))?;
-    out.reserve(e.value.len() + 32);
-    out.push_str("{\"value\":");
-    out.push_str(&e.value);
-    let _ = write!(out, ",\"rev\":{}}}", e.rev);
+    push_value_rev(out, &e.value, e.rev, None);
     Ok(())
 }
 
@@ -209,7 +279,7 @@ fn update(s: &mut Session, p: UpdateParams, out: &mut String) -> Result<(), RpcE
     let w = s
         .hub
         .store
-        .update(&p.key, value, p.if_rev)
+        .update(&p.key, value, p.if_rev, p.ttl_ms)
         .map_err(|e| store_error(&p.key, p.if_rev, e))?;
     let _ = write!(out, "{{\"rev\":{},\"created\":", w.rev);
     push_bool(out, w.created);
@@ -267,7 +337,11 @@ fn keys(s: &mut Session, p: KeysParams, out: &mut String) -> Result<(), RpcError
         }
         out.push_str("{\"key\":");
         push_str_literal(out, &k.key);
-        let _ = write!(out, ",\"rev\":{},\"bytes\":{}}}", k.rev, k.bytes);
+        let _ = write!(out, ",\"rev\":{},\"bytes\":{}", k.rev, k.bytes);
+        if let Some(t) = k.expires_at_ms {
+            let _ = write!(out, ",\"expires_at_ms\":{t}");
+        }
+        out.push('}');
     }
     out.push_str("],\"next\":");
     match &page.next {
@@ -347,4 +421,110 @@ fn subscribe(s: &mut Session, p: SubscribeParams, out: &mut String) -> Result<()
 fn unsubscribe(s: &mut Session, p: UnsubscribeParams, out: &mut String) -> Result<(), RpcError> {
     push_bool(out, s.unsubscribe(p.sub));
     Ok(())
+}
+
+fn patch(s: &mut Session, p: PatchParams, out: &mut String) -> Result<(), RpcError> {
+    check_key(s, &p.key)?;
+    check_ttl(p.ttl_ms)?;
+    let ops: json_patch::Patch = from_str_prechecked(p.ops.get()).map_err(|e| {
+        RpcError::invalid_params(format!("ops is not a well-formed RFC 6902 patch: {e}"))
+    })?;
+    let key = &*p.key;
+    let (value, w) = s
+        .hub
+        .store
+        .modify(key, p.if_rev, p.ttl_ms, |current| {
+            let text = current.ok_or_else(|| RpcError::not_found(key))?;
+            let mut doc = parse_stored(text)?;
+            // On failure `doc` is a scratch copy, so no undo is needed.
+            json_patch::patch_unsafe(&mut doc, &ops.0)
+                .map_err(|e| RpcError::patch_failed(key, e.operation, e.kind))?;
+            finish_value(s, &doc)
+        })
+        .map_err(|e| modify_error(key, p.if_rev, e))?;
+    push_value_rev(out, &value, w.rev, None);
+    Ok(())
+}
+
+fn merge(s: &mut Session, p: MergeParams, out: &mut String) -> Result<(), RpcError> {
+    check_key(s, &p.key)?;
+    check_ttl(p.ttl_ms)?;
+    let patch: Value = from_str_prechecked(p.value.get()).map_err(RpcError::invalid_params)?;
+    let key = &*p.key;
+    let (value, w) = s
+        .hub
+        .store
+        .modify(key, p.if_rev, p.ttl_ms, |current| {
+            let mut doc = match current {
+                Some(text) => parse_stored(text)?,
+                None => Value::Null,
+            };
+            json_patch::merge(&mut doc, &patch);
+            finish_value(s, &doc)
+        })
+        .map_err(|e| modify_error(key, p.if_rev, e))?;
+    push_value_rev(out, &value, w.rev, Some(w.created));
+    Ok(())
+}
+
+fn incr(s: &mut Session, p: IncrParams, out: &mut String) -> Result<(), RpcError> {
+    check_key(s, &p.key)?;
+    check_ttl(p.ttl_ms)?;
+    let by = p.by.unwrap_or_else(|| 1.into());
+    let key = &*p.key;
+    let (value, w) = s
+        .hub
+        .store
+        .modify(key, p.if_rev, p.ttl_ms, |current| {
+            let held = match current {
+                None => serde_json::Number::from(0),
+                Some(text) => match parse_stored(text)? {
+                    Value::Number(n) => n,
+                    other => {
+                        return Err(RpcError::not_a_number(
+                            key,
+                            format!("the value held is {}, not a number", json_kind(&other)),
+                        ))
+                    }
+                },
+            };
+            let sum = add_numbers(&held, &by).map_err(|why| RpcError::not_a_number(key, why))?;
+            Ok(Arc::from(sum.to_string()))
+        })
+        .map_err(|e| modify_error(key, p.if_rev, e))?;
+    push_value_rev(out, &value, w.rev, Some(w.created));
+    Ok(())
+}
+
+/// `a + b`: i64 arithmetic when both are integers (overflow is an error),
+/// f64 otherwise (a non-finite result is an error).
+fn add_numbers(
+    a: &serde_json::Number,
+    b: &serde_json::Number,
+) -> Result<serde_json::Number, String> {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x
+            .checked_add(y)
+            .map(serde_json::Number::from)
+            .ok_or_else(|| {
+                format!("{x} + {y} overflows a 64-bit signed integer; the value is unchanged")
+            });
+    }
+    let (x, y) = (
+        a.as_f64().unwrap_or(f64::NAN),
+        b.as_f64().unwrap_or(f64::NAN),
+    );
+    serde_json::Number::from_f64(x + y)
+        .ok_or_else(|| format!("{x} + {y} is not a finite number; the value is unchanged"))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

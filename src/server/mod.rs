@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use admission::{exposes_beyond_loopback, protected_mode_allows, PROTECTED_MODE_REFUSAL};
+pub use admission::{
+    exposes_beyond_loopback, origin_allowed, protected_mode_allows, PROTECTED_MODE_REFUSAL,
+};
 pub use config::{ServerConfig, MAX_NESTING_CEILING};
 pub use metrics::Metrics;
 
@@ -92,11 +94,14 @@ impl MemService {
     /// bound, or if the configuration is out of range.
     pub async fn bind(self) -> io::Result<Server> {
         let cfg = self.config;
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         if cfg.max_nesting == 0 || cfg.max_nesting > MAX_NESTING_CEILING {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("max_nesting must be between 1 and {MAX_NESTING_CEILING}"),
+            return invalid(format!(
+                "max_nesting must be between 1 and {MAX_NESTING_CEILING}"
             ));
+        }
+        if cfg.ping_interval.is_zero() || cfg.expiry_sweep_interval.is_zero() {
+            return invalid("ping_interval and expiry_sweep_interval must be above zero".into());
         }
         let listener = TcpListener::bind((self.host.as_str(), self.port))
             .await
@@ -192,6 +197,7 @@ impl Server {
                 );
             }
         }
+        let sweeper = tokio::spawn(sweep_expired(hub.clone()));
         let app = http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let token = hub.shutdown.clone();
         axum::serve(listener, app)
@@ -212,6 +218,7 @@ impl Server {
                 hub.config.shutdown_grace
             );
         }
+        sweeper.abort();
         info!("memhub stopped");
         Ok(())
     }
@@ -225,6 +232,20 @@ impl Server {
             handle.shutdown();
         });
         self.run().await
+    }
+}
+
+/// Removes expired keys and sends their `expire` events until shutdown.
+async fn sweep_expired(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(hub.config.expiry_sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                hub.store.expire_due(crate::store::now_ms());
+            }
+        }
     }
 }
 

@@ -46,6 +46,9 @@ struct State {
     lagged: Vec<Arc<Subscription>>,
     pending: Vec<Arc<Subscription>>,
     held: Vec<(Arc<Subscription>, Arc<Event>)>,
+    held_bytes: usize,
+    /// Pending subscriptions whose held events overflowed; lagged once announced.
+    held_lagged: Vec<Arc<Subscription>>,
     closed: bool,
 }
 
@@ -125,9 +128,12 @@ impl Outbox {
         for sub in std::mem::take(&mut st.pending) {
             sub.pending.store(false, Ordering::SeqCst);
         }
+        st.held_bytes = 0;
         for (sub, ev) in std::mem::take(&mut st.held) {
             self.push_event_locked(st, &sub, ev);
         }
+        let overflowed = std::mem::take(&mut st.held_lagged);
+        st.lagged.extend(overflowed);
     }
 
     fn push_event_locked(&self, st: &mut State, sub: &Arc<Subscription>, ev: Arc<Event>) {
@@ -210,7 +216,19 @@ impl EventSink for Outbox {
             return;
         }
         if sub.pending.load(Ordering::SeqCst) {
-            st.held.push((sub.clone(), event.clone()));
+            // Held events obey the same bounds as queued ones: overflow marks
+            // the subscription lagged, reported once it is announced.
+            if sub.lagged.load(Ordering::SeqCst) {
+                return;
+            }
+            let len = event.wire_len();
+            if st.held.len() >= self.max_events || st.held_bytes + len > self.max_bytes {
+                sub.lagged.store(true, Ordering::SeqCst);
+                st.held_lagged.push(sub.clone());
+            } else {
+                st.held_bytes += len;
+                st.held.push((sub.clone(), event.clone()));
+            }
             return;
         }
         let was_idle = st.queue.is_empty() && st.lagged.is_empty();
