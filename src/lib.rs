@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod jsontext;
+pub mod locks;
 pub mod protocol;
 pub mod pubsub;
 pub mod server;

@@ -9,13 +9,15 @@
 //! Whatever ends the connection, the session's subscriptions are removed and
 //! the connection slot is released.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
@@ -53,57 +55,62 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    // Frames that arrived while a request was waiting (for a lock).
+    let mut backlog: VecDeque<Message> = VecDeque::new();
     let reason: &str = loop {
-        tokio::select! {
-            biased;
-            _ = hub.shutdown.cancelled() => {
-                outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
-                break "hub shutting down";
-            }
-            _ = &mut writer => break "socket write failed",
-            msg = stream.next() => {
-                let msg = match msg {
-                    None => break "closed by peer",
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        if is_too_big(e) {
-                            outbox.close_with(CLOSE_TOO_BIG, "message too big");
-                            break "message over the size limit";
-                        }
-                        break "protocol or transport error";
+        let msg = match backlog.pop_front() {
+            Some(m) => m,
+            None => tokio::select! {
+                biased;
+                _ = hub.shutdown.cancelled() => {
+                    outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
+                    break "hub shutting down";
+                }
+                _ = &mut writer => break "socket write failed",
+                msg = stream.next() => match read_result(msg, &outbox) {
+                    Ok(m) => {
+                        last_heard = Instant::now();
+                        m
                     }
+                    Err(why) => break why,
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= interval * 2 {
+                        outbox.close_with(CLOSE_GOING_AWAY, "keepalive timeout");
+                        break "keepalive timeout";
+                    }
+                    outbox.push_ping();
+                    continue;
+                }
+            },
+        };
+        match msg {
+            Message::Text(text) => {
+                hub.metrics.bytes_in.inc_by(text.len() as u64);
+                let frame = handle_frame(&mut session, text.as_str());
+                let reply = match run_frame(frame, &mut stream, &mut backlog, &hub, &outbox).await {
+                    Ok(reply) => reply,
+                    Err(why) => break why,
                 };
                 last_heard = Instant::now();
-                match msg {
-                    Message::Text(text) => {
-                        hub.metrics.bytes_in.inc_by(text.len() as u64);
-                        match handle_frame(&mut session, text.as_str()) {
-                            Some(resp) => {
-                                if let Err(why) = respond(&outbox, &hub, resp).await {
-                                    break why;
-                                }
-                            }
-                            None => outbox.announce(),
-                        }
-                    }
-                    Message::Binary(bin) => {
-                        hub.metrics.bytes_in.inc_by(bin.len() as u64);
-                        hub.metrics.request(super::methods::Method::Other, false);
-                        if let Err(why) = respond(&outbox, &hub, binary_frame_error()).await {
+                match reply {
+                    Some(resp) => {
+                        if let Err(why) = respond(&outbox, &hub, resp).await {
                             break why;
                         }
                     }
-                    Message::Ping(_) | Message::Pong(_) => {}
-                    Message::Close(_) => break "closed by peer",
+                    None => outbox.announce(),
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= interval * 2 {
-                    outbox.close_with(CLOSE_GOING_AWAY, "keepalive timeout");
-                    break "keepalive timeout";
+            Message::Binary(bin) => {
+                hub.metrics.bytes_in.inc_by(bin.len() as u64);
+                hub.metrics.request(super::methods::Method::Other, false);
+                if let Err(why) = respond(&outbox, &hub, binary_frame_error()).await {
+                    break why;
                 }
-                outbox.push_ping();
             }
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => break "closed by peer",
         }
     };
 
@@ -123,6 +130,54 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
     debug!(%peer, reason, "connection closed");
 }
 
+/// Most frames buffered while one request waits; past it the hub stops reading.
+const BACKLOG_MAX: usize = 1024;
+
+/// Runs one frame's handling to completion. Almost every frame completes at
+/// once; one that waits (a `lock` with `wait_ms`) keeps the socket read
+/// meanwhile, so a peer that goes away abandons the wait (leaving the lock
+/// queue) and later frames are buffered to run in order afterwards.
+async fn run_frame(
+    frame: impl Future<Output = Option<String>>,
+    stream: &mut SplitStream<WebSocket>,
+    backlog: &mut VecDeque<Message>,
+    hub: &Hub,
+    outbox: &Outbox,
+) -> Result<Option<String>, &'static str> {
+    let mut frame = std::pin::pin!(frame);
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut frame => return Ok(reply),
+            _ = hub.shutdown.cancelled() => {
+                outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
+                return Err("hub shutting down");
+            }
+            msg = stream.next(), if backlog.len() < BACKLOG_MAX => match read_result(msg, outbox)? {
+                Message::Close(_) => return Err("closed by peer"),
+                m => backlog.push_back(m),
+            },
+        }
+    }
+}
+
+/// Unwraps what the socket yielded; a message over the size limit closes
+/// the connection with 1009.
+fn read_result(
+    msg: Option<Result<Message, axum::Error>>,
+    outbox: &Outbox,
+) -> Result<Message, &'static str> {
+    match msg {
+        None => Err("closed by peer"),
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) if is_too_big(&e) => {
+            outbox.close_with(CLOSE_TOO_BIG, "message too big");
+            Err("message over the size limit")
+        }
+        Some(Err(_)) => Err("protocol or transport error"),
+    }
+}
+
 /// Queues a response, waiting for room; gives up on shutdown (closing with
 /// 1001) or when the writer is gone.
 async fn respond(outbox: &Outbox, hub: &Hub, resp: String) -> Result<(), &'static str> {
@@ -137,10 +192,10 @@ async fn respond(outbox: &Outbox, hub: &Hub, resp: String) -> Result<(), &'stati
     }
 }
 
-fn is_too_big(err: axum::Error) -> bool {
-    let inner = err.into_inner();
+fn is_too_big(err: &axum::Error) -> bool {
+    let inner = std::error::Error::source(err);
     matches!(
-        inner.downcast_ref::<tungstenite::Error>(),
+        inner.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
         Some(tungstenite::Error::Capacity(_))
     )
 }

@@ -40,7 +40,7 @@ const NULL_ID: &str = "null";
 
 /// Handles one text frame; returns the response text, or `None` when the
 /// frame consisted only of notifications.
-pub fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
+pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
     let max_depth = session.hub.config.max_nesting;
     if nesting_depth(text.as_bytes(), max_depth) > max_depth {
         session.hub.metrics.request(Method::Other, false);
@@ -52,10 +52,10 @@ pub fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
         ));
     }
     if text.trim_start().starts_with('[') {
-        handle_batch(session, text)
+        handle_batch(session, text).await
     } else {
         match parse(text) {
-            Ok(req) => handle_request(session, req),
+            Ok(req) => handle_request(session, req).await,
             Err(err) => {
                 session.hub.metrics.request(Method::Other, false);
                 Some(error_response(NULL_ID, &err))
@@ -74,7 +74,7 @@ fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
     })
 }
 
-fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
+async fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
     let items = match from_str_prechecked::<Vec<&RawValue>>(text) {
         Ok(items) => items,
         Err(e) => {
@@ -107,7 +107,7 @@ fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
     let mut out = String::new();
     for item in items {
         let response = match parse(item.get()) {
-            Ok(req) => handle_request(session, req),
+            Ok(req) => handle_request(session, req).await,
             Err(err) => {
                 session.hub.metrics.request(Method::Other, false);
                 Some(error_response(NULL_ID, &err))
@@ -129,7 +129,7 @@ fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
 /// Validates the envelope and runs the method. Invalid requests are always
 /// answered (with `id: null` when the id itself is unusable); valid
 /// notifications never are.
-fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<String> {
+async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<String> {
     let id = match req.id {
         None => None,
         Some(raw) => match raw.get().as_bytes().first() {
@@ -176,7 +176,7 @@ fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<String> 
     out.push_str(reply_id);
     out.push_str(",\"result\":");
     let start = out.len();
-    let result = methods::call(session, method, &name, params, &mut out);
+    let result = methods::call(session, method, &name, params, &mut out).await;
     session.hub.metrics.request(method, result.is_ok());
     let id = id?;
     match result {

@@ -83,7 +83,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        hub.metrics.render(&hub.store),
+        hub.metrics.render(&hub.store, &hub.locks),
     )
         .into_response()
 }

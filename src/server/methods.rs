@@ -3,10 +3,12 @@
 //! Each handler appends its result as JSON text to the response buffer, so a
 //! `get` copies the stored value's text once and never builds a tree. Input
 //! checks (key length, value size, `limit`, exactly-one-of) live here, in one
-//! place per rule. Handlers never await and never hold a store lock.
+//! place per rule. Handlers never hold a store lock across an await; only
+//! `lock` awaits at all.
 
 use std::fmt::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,8 +16,9 @@ use serde_json::{json, Value};
 use super::session::Session;
 use crate::jsontext::{compact, from_str_prechecked, nesting_depth, push_str_literal};
 use crate::protocol::{
-    code, DeleteParams, IncrParams, KeyParams, KeysParams, MemoizeParams, MergeParams, PatchParams,
-    RpcError, SubscribeParams, UnsubscribeParams, UpdateParams, PROTOCOL_VERSION,
+    code, DeleteParams, IncrParams, KeyParams, KeysParams, LockParams, MemoizeParams, MergeParams,
+    PatchParams, RpcError, SubscribeParams, UnlockParams, UnsubscribeParams, UpdateParams,
+    PROTOCOL_VERSION,
 };
 use crate::pubsub::{Subscription, Target};
 use crate::store::{ModifyError, StoreError};
@@ -125,7 +128,8 @@ impl Method {
 
 /// Runs `method` with `params` (a JSON object's text) and appends the result
 /// JSON to `out`. On error, `out` may hold partial output; the caller discards it.
-pub fn call(
+/// Only `lock` ever awaits (for a lock held by someone else).
+pub async fn call(
     session: &mut Session,
     method: Method,
     name: &str,
@@ -146,7 +150,8 @@ pub fn call(
         Method::Patch => patch(session, decode(params)?, out),
         Method::Merge => merge(session, decode(params)?, out),
         Method::Incr => incr(session, decode(params)?, out),
-        Method::Lock | Method::Unlock => Err(RpcError::method_not_found(name)),
+        Method::Lock => lock(session, decode(params)?, out).await,
+        Method::Unlock => unlock(session, decode(params)?, out),
         Method::Other => Err(RpcError::method_not_found(name)),
     }
 }
@@ -354,6 +359,7 @@ fn keys(s: &mut Session, p: KeysParams, out: &mut String) -> Result<(), RpcError
 
 fn stats(s: &mut Session, out: &mut String) -> Result<(), RpcError> {
     let hub = &s.hub;
+    let locks = hub.locks.counts();
     let v = json!({
         "keys": hub.store.len(),
         "connections": hub.metrics.connections.get(),
@@ -363,6 +369,8 @@ fn stats(s: &mut Session, out: &mut String) -> Result<(), RpcError> {
         "epoch": hub.store.epoch(),
         "version": env!("CARGO_PKG_VERSION"),
         "connection_subscriptions": s.subscription_count(),
+        "locks_held": locks.held,
+        "lock_waiters": locks.waiting,
     });
     let _ = write!(out, "{v}");
     Ok(())
@@ -527,4 +535,45 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+fn check_lock_name(s: &Session, name: &str) -> Result<(), RpcError> {
+    let max = s.hub.config.max_key_bytes;
+    if name.is_empty() {
+        return Err(RpcError::invalid_params("lock name must not be empty"));
+    }
+    if name.len() > max {
+        return Err(RpcError::invalid_params(format!(
+            "lock name is {} bytes, over the {max}-byte limit",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn lock(s: &mut Session, p: LockParams<'_>, out: &mut String) -> Result<(), RpcError> {
+    check_lock_name(s, &p.name)?;
+    check_ttl(p.ttl_ms)?;
+    let wait_ms = p.wait_ms.unwrap_or(0);
+    let ttl = p.ttl_ms.map(Duration::from_millis);
+    s.note_lock_use();
+    let grant = s
+        .hub
+        .locks
+        .acquire(&p.name, s.conn_id(), ttl, Duration::from_millis(wait_ms))
+        .await
+        .ok_or_else(|| RpcError::lock_timeout(&p.name, wait_ms))?;
+    out.push_str("{\"token\":");
+    push_str_literal(out, &grant.token);
+    let _ = write!(out, ",\"fence\":{}}}", grant.fence);
+    Ok(())
+}
+
+fn unlock(s: &mut Session, p: UnlockParams, out: &mut String) -> Result<(), RpcError> {
+    check_lock_name(s, &p.name)?;
+    if !s.hub.locks.release(&p.name, &p.token) {
+        return Err(RpcError::lock_not_held(&p.name));
+    }
+    out.push_str("true");
+    Ok(())
 }

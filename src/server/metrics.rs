@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::methods::Method;
+use crate::locks::Locks;
 use crate::store::Store;
 
 type Labels = [(&'static str, &'static str); 2];
@@ -29,6 +30,8 @@ pub struct Metrics {
     keys: Gauge,
     subscriptions: Gauge,
     rev: Gauge,
+    locks_held: Gauge,
+    lock_waiters: Gauge,
     /// Event notifications written to sockets.
     pub events_sent: Counter,
     /// Times a subscription fell behind and was marked lagged.
@@ -73,6 +76,8 @@ impl Metrics {
             keys: Gauge::default(),
             subscriptions: Gauge::default(),
             rev: Gauge::default(),
+            locks_held: Gauge::default(),
+            lock_waiters: Gauge::default(),
             events_sent: Counter::default(),
             lagged: Counter::default(),
             bytes_in: Counter::default(),
@@ -102,6 +107,12 @@ impl Metrics {
             m.subscriptions.clone(),
         );
         r.register("rev", "Highest rev handed out", m.rev.clone());
+        r.register("locks_held", "Locks currently held", m.locks_held.clone());
+        r.register(
+            "lock_waiters",
+            "Lock requests waiting in a queue",
+            m.lock_waiters.clone(),
+        );
         r.register(
             "events_sent",
             "Event notifications sent",
@@ -130,8 +141,13 @@ impl Metrics {
         self.requests[method as usize][usize::from(!ok)].inc();
     }
 
-    /// The text exposition, with gauges read from `store` at this instant.
-    pub fn render(&self, store: &Store) -> String {
+    /// The text exposition, with gauges read from `store` and `locks` at this instant.
+    pub fn render(&self, store: &Store, locks: &Locks) -> String {
+        let counts = locks.counts();
+        self.locks_held
+            .set(i64::try_from(counts.held).unwrap_or(i64::MAX));
+        self.lock_waiters
+            .set(i64::try_from(counts.waiting).unwrap_or(i64::MAX));
         self.keys
             .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
         self.subscriptions

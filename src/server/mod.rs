@@ -18,6 +18,7 @@ mod session;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +34,7 @@ pub use admission::{
 pub use config::{ServerConfig, MAX_NESTING_CEILING};
 pub use metrics::Metrics;
 
+use crate::locks::Locks;
 use crate::store::Store;
 
 /// State shared by every connection of one hub.
@@ -43,6 +45,8 @@ pub struct Hub {
     pub config: ServerConfig,
     /// Counters exposed at `/metrics`.
     pub metrics: Metrics,
+    /// Named locks.
+    pub locks: Arc<Locks>,
     /// Cancelled when the hub shuts down.
     pub shutdown: CancellationToken,
     /// When the hub started.
@@ -50,6 +54,14 @@ pub struct Hub {
     bind_ip: IpAddr,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
+    conn_ids: AtomicU64,
+}
+
+impl Hub {
+    /// A connection id never used before in this hub.
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
 }
 
 /// A hub to be bound: address plus configuration. Mirrors rpyc-mem's
@@ -115,6 +127,8 @@ impl MemService {
         let hub = Arc::new(Hub {
             store: Arc::new(Store::new()),
             metrics: Metrics::new(),
+            locks: Locks::new(),
+            conn_ids: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             bind_ip: local_addr.ip(),

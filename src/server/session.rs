@@ -1,8 +1,9 @@
 //! One connection's protocol state: its subscriptions and where their events go.
 //!
 //! A `Session` is owned by the connection's reader task, so it needs no lock.
-//! It guarantees that every subscription it created is removed from the hub
-//! when the session ends, however the connection ended.
+//! It guarantees that every subscription it created is removed from the hub,
+//! and every lock it holds released, when the session ends, however the
+//! connection ended.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,17 +20,33 @@ pub struct Session {
     pub outbox: Arc<Outbox>,
     subs: HashMap<u64, Arc<Subscription>>,
     next_sub: u64,
+    conn_id: u64,
+    used_locks: bool,
 }
 
 impl Session {
     /// A session with no subscriptions.
     pub fn new(hub: Arc<Hub>, outbox: Arc<Outbox>) -> Self {
+        let conn_id = hub.next_conn_id();
         Self {
             hub,
             outbox,
             subs: HashMap::new(),
             next_sub: 1,
+            conn_id,
+            used_locks: false,
         }
+    }
+
+    /// This connection's id, unique within the hub's lifetime (lock owner).
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
+
+    /// Records that this connection took part in locking, so its locks and
+    /// waits are released when it ends.
+    pub fn note_lock_use(&mut self) {
+        self.used_locks = true;
     }
 
     /// Number of live subscriptions on this connection.
@@ -62,6 +79,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         for (_, sub) in self.subs.drain() {
             self.hub.store.unsubscribe(&sub);
+        }
+        if self.used_locks {
+            self.hub.locks.release_owner(self.conn_id);
         }
     }
 }
