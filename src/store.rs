@@ -511,9 +511,7 @@ impl Store {
             }));
             drop(shard);
             if !found.is_empty() {
-                best.append(&mut found);
-                best.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-                best.truncate(want);
+                best = merge_sorted(best, &mut found, want);
             }
         }
         let next = if best.len() > limit {
@@ -524,6 +522,24 @@ impl Store {
         };
         KeyPage { keys: best, next }
     }
+}
+
+/// Merges two runs sorted by key into one, keeping the first `want`.
+fn merge_sorted(a: Vec<KeyInfo>, b: &mut Vec<KeyInfo>, want: usize) -> Vec<KeyInfo> {
+    let mut out = Vec::with_capacity(want.min(a.len() + b.len()));
+    let mut a = a.into_iter().peekable();
+    let mut b = b.drain(..).peekable();
+    while out.len() < want {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.key <= y.key,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
 }
 
 #[cfg(test)]

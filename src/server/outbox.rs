@@ -276,4 +276,22 @@ mod tests {
         outbox.close();
         assert!(outbox.next_batch().await.is_none());
     }
+
+    #[tokio::test]
+    async fn held_events_are_bounded_and_lag_after_the_response() {
+        let outbox = Arc::new(Outbox::new(2, 1 << 20));
+        let sub = Subscription::new(1, Target::Key("k".into()), outbox.clone());
+        outbox.add_pending(&sub);
+        for rev in 1..=1000 {
+            outbox.deliver(&sub, &ev(rev));
+        }
+        assert!(outbox.state.lock().held.len() <= 2);
+        // Nothing, not even the lag, may precede the subscribe response.
+        assert!(outbox.state.lock().lagged.is_empty());
+        assert!(outbox.push_response(Utf8Bytes::from_static("{}")).await);
+        let batch = outbox.next_batch().await.unwrap();
+        assert_eq!(batch.items.len(), 1, "only the response is queued");
+        assert!(matches!(batch.items[0], Outgoing::Frame(_)));
+        assert_eq!(batch.lagged.len(), 1);
+    }
 }
