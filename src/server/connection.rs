@@ -277,6 +277,9 @@ async fn send_event(
 }
 
 /// Tells a subscriber it fell behind and, for a key, sends the current state.
+/// A key subscriber whose last delivered rev already covers the current state
+/// lost nothing (an earlier catch-up covered the dropped events) and hears
+/// nothing, so it never sees the same state twice.
 async fn catch_up(
     sink: &mut SplitSink<WebSocket, Message>,
     sub: &Arc<Subscription>,
@@ -285,12 +288,16 @@ async fn catch_up(
     if !sub.live.load(Ordering::Relaxed) {
         return Ok(());
     }
-    hub.metrics.lagged.inc();
-    send_event(sink, sub, &Event::lagged(sub.key()), hub).await?;
     let Some(key) = sub.key() else {
-        return Ok(());
+        hub.metrics.lagged.inc();
+        return send_event(sink, sub, &Event::lagged(None), hub).await;
     };
     let snap = hub.store.snapshot(key);
+    if snap.rev <= sub.last_rev.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    hub.metrics.lagged.inc();
+    send_event(sink, sub, &Event::lagged(Some(key)), hub).await?;
     let state = match &snap.entry {
         Some(e) => Event::change(key, EventKind::Update, Some(&e.value), e.rev),
         None => Event::change(key, EventKind::Delete, None, snap.rev),
