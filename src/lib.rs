@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod jsontext;
 pub mod locks;
 pub mod protocol;
@@ -35,6 +36,7 @@ pub mod pubsub;
 pub mod server;
 pub mod store;
 
+pub use client::{Client, ClientOptions, Error, Mem, Subscription};
 pub use protocol::{RpcError, PROTOCOL_VERSION};
 pub use server::{MemService, Server, ServerConfig, ShutdownHandle};
 pub use store::Store;

@@ -1,0 +1,47 @@
+mod common;
+use common::*;
+use memhub::client::{ClientOptions, EventKind};
+use std::time::Duration;
+
+#[tokio::test]
+async fn client_smoke_and_reconnect() {
+    let hub = TestHub::start().await;
+    let addr = hub.addr;
+    let client = memhub::Client::connect_with(
+        &hub.url(),
+        ClientOptions {
+            retry_delay: Duration::from_millis(100),
+            max_retry: 20,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let v: Vec<i32> = client.memoize("k", &vec![1, 2]).await.unwrap();
+    assert_eq!(v, vec![1, 2]);
+    let mut sub = client.subscribe("k").await.unwrap();
+    assert_eq!(sub.initial().unwrap().rev, Some(1));
+    client.update("k", &vec![3]).await.unwrap();
+    let ev = sub.next_event().await.unwrap();
+    assert_eq!(ev.kind, EventKind::Update);
+    assert_eq!(ev.value, Some(serde_json::json!([3])));
+    // restart the hub on the same port
+    hub.stop().await.unwrap();
+    let server = memhub::MemService::new("127.0.0.1", addr.port())
+        .bind()
+        .await
+        .unwrap();
+    let store = server.store();
+    store
+        .update("k", std::sync::Arc::from("[9]"), None, None)
+        .unwrap();
+    let _h = server.shutdown_handle();
+    tokio::spawn(server.run());
+    let ev = tokio::time::timeout(WAIT, sub.next_event())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.value, Some(serde_json::json!([9])), "{ev:?}");
+    let got: Vec<i32> = client.get("k").await.unwrap();
+    assert_eq!(got, vec![9]);
+}
