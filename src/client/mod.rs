@@ -21,7 +21,9 @@
 //! [`Error::Connection`]; the client reconnects up to `max_retry` times,
 //! `retry_delay` apart (after that, each later call tries once more), then
 //! re-subscribes every live [`Subscription`] and yields one event for what
-//! changed while it was away.
+//! changed while it was away (a prefix subscription gets `lagged`: re-list).
+//! If every retry fails, subscription streams end (`None`) rather than go
+//! silent.
 
 mod error;
 mod link;
@@ -297,6 +299,11 @@ impl Inner {
                     return;
                 }
             }
+            // Out of retries: end every subscription's stream rather than
+            // leave it silent. Later calls still try to connect once each.
+            for sub in inner.subs.lock().drain() {
+                sub.1.end();
+            }
             inner.reconnecting.store(false, Ordering::SeqCst);
         });
     }
@@ -392,7 +399,9 @@ impl Client {
         if let Some(link) = self.inner.link.lock().take() {
             link.close();
         }
-        self.inner.subs.lock().clear();
+        for (_, sub) in self.inner.subs.lock().drain() {
+            sub.end();
+        }
     }
 
     /// Sends any JSON-RPC request and returns its raw `result`.

@@ -78,7 +78,7 @@ pub struct Snapshot {
 pub(crate) struct SubState {
     pub(crate) id: u64,
     pub(crate) watch: Watch,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: Mutex<Option<mpsc::UnboundedSender<Event>>>,
     /// The hub-side subscription id on the current socket (0: none).
     pub(crate) server_sub: AtomicU64,
     /// For key subscriptions: the last state handed to the consumer.
@@ -91,7 +91,7 @@ impl SubState {
         let st = Arc::new(Self {
             id,
             watch,
-            tx,
+            tx: Mutex::new(Some(tx)),
             server_sub: AtomicU64::new(0),
             last: Mutex::new(Snapshot {
                 exists: false,
@@ -124,7 +124,14 @@ impl SubState {
                 EventKind::Lagged => {}
             }
         }
-        let _ = self.tx.send(ev);
+        if let Some(tx) = &*self.tx.lock() {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Ends the consumer's stream (client closed, or reconnecting gave up).
+    pub(crate) fn end(&self) {
+        self.tx.lock().take();
     }
 
     /// Records the snapshot a (re)subscription returned as the known state.
@@ -138,7 +145,7 @@ impl SubState {
     pub(crate) fn resume(&self, fresh: Option<&Snapshot>, same_epoch: bool) {
         let Watch::Key(key) = &self.watch else {
             // A prefix cannot tell what it missed: tell the consumer to re-list.
-            let _ = self.tx.send(Event {
+            self.deliver(Event {
                 key: None,
                 kind: EventKind::Lagged,
                 value: None,
@@ -203,7 +210,8 @@ impl Subscription {
         &self.state.watch
     }
 
-    /// The next event; `None` only after the client was closed.
+    /// The next event; `None` once the client was closed or gave up
+    /// reconnecting (after `max_retry` failed attempts).
     pub async fn next_event(&mut self) -> Option<Event> {
         self.rx.recv().await
     }
