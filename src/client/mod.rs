@@ -189,7 +189,25 @@ fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::Decode(format!("cannot encode the value: {e}")))
 }
 
-/// A connection to a hub. Cheap to clone; all clones share one socket.
+/// A connection to a hub. Cheap to clone; all clones share one socket, and
+/// any number of tasks may call it at once.
+///
+/// ```no_run
+/// # async fn demo() -> memhub::client::Result<()> {
+/// use memhub::{Client, ClientOptions};
+/// use std::time::Duration;
+///
+/// let client = Client::connect_with(
+///     "ws://127.0.0.1:18813/ws",
+///     ClientOptions { retry_delay: Duration::from_millis(500), ..Default::default() },
+/// )
+/// .await?;
+/// let c2 = client.clone();
+/// let task = tokio::spawn(async move { c2.incr("hits", 1).await });
+/// client.incr("hits", 1).await?;
+/// task.await.expect("task")?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -423,6 +441,14 @@ impl Client {
         decode(r["value"].clone())
     }
 
+    /// ```no_run
+    /// # async fn demo(client: memhub::Client) -> memhub::client::Result<()> {
+    /// let table: Vec<u64> = client
+    ///     .memoize_with("primes", || async { vec![2, 3, 5, 7] /* expensive */ })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// Like [`Client::memoize`] but computes the value only if the key is
     /// absent: `generate` runs at most once across all clients racing on the
     /// key (they serialize on the lock `memoize_with:KEY`) and never when the
@@ -608,6 +634,17 @@ impl Client {
 
     /// Watches one key: [`Subscription::initial`] is its state now, then
     /// every change arrives in rev order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: memhub::Client) -> memhub::client::Result<()> {
+    /// use futures_util::StreamExt;
+    /// let mut sub = client.subscribe("config").await?;
+    /// println!("now: {:?}", sub.initial());
+    /// while let Some(event) = sub.next().await {
+    ///     println!("{:?} at rev {:?}: {:?}", event.kind, event.rev, event.value);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(&self, key: &str) -> Result<Subscription> {
         self.subscribe_to(Watch::Key(key.to_string())).await
     }
@@ -619,6 +656,14 @@ impl Client {
 
     /// A typed handle on `key`, memoizing `initial` if the key is absent
     /// (like rpyc-mem's `RpycMem(conn, key, robj)`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: memhub::Client) -> memhub::client::Result<()> {
+    /// let counter: memhub::Mem<i64> = client.mem("counter", 0).await?;
+    /// let n = counter.get().await?;
+    /// counter.update(&(n + 1)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn mem<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,
@@ -672,6 +717,19 @@ impl Client {
         })
     }
 
+    /// ```no_run
+    /// # async fn demo(client: memhub::Client) -> memhub::client::Result<()> {
+    /// use memhub::client::LockOptions;
+    /// use std::time::Duration;
+    /// let lock = client
+    ///     .lock("jobs", LockOptions { ttl: Some(Duration::from_secs(30)), wait: Some(Duration::from_secs(5)) })
+    ///     .await?;
+    /// let n: i64 = client.get("jobs/next").await?;
+    /// client.update("jobs/next", &(n + 1)).await?;
+    /// client.unlock(&lock).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// Acquires the named lock ([`Error::LockTimeout`] if not acquired within
     /// `opts.wait`). Released by [`Client::unlock`], by its `ttl`, or when
     /// this client's connection closes.
