@@ -497,7 +497,7 @@ fn incr(s: &mut Session, p: IncrParams, out: &mut String) -> Result<(), RpcError
                 },
             };
             let sum = add_numbers(&held, &by).map_err(|why| RpcError::not_a_number(key, why))?;
-            Ok(Arc::from(sum.to_string()))
+            finish_value(s, &Value::Number(sum))
         })
         .map_err(|e| modify_error(key, p.if_rev, e))?;
     push_value_rev(out, &value, w.rev, Some(w.created));
