@@ -45,3 +45,20 @@ async fn client_smoke_and_reconnect() {
     let got: Vec<i32> = client.get("k").await.unwrap();
     assert_eq!(got, vec![9]);
 }
+
+#[tokio::test]
+async fn a_stored_null_is_a_value_not_an_absence() {
+    let hub = TestHub::start().await;
+    let client = memhub::Client::connect(&hub.url()).await.unwrap();
+    client.update("n", &serde_json::Value::Null).await.unwrap();
+    let mut sub = client.subscribe("n").await.unwrap();
+    let snap = sub.initial().unwrap();
+    assert!(snap.exists);
+    assert_eq!(snap.value, Some(serde_json::Value::Null));
+    client.update("n", &serde_json::Value::Null).await.unwrap();
+    let ev = sub.next_event().await.unwrap();
+    assert_eq!(ev.kind, EventKind::Update);
+    assert_eq!(ev.value, Some(serde_json::Value::Null));
+    let got: Option<Option<i32>> = client.try_get("n").await.unwrap();
+    assert_eq!(got, Some(None));
+}

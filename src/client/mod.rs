@@ -155,17 +155,39 @@ pub struct WriteOptions {
     pub ttl: Option<Duration>,
 }
 
-/// A held lock: present its token to [`Client::unlock`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A held lock. Release it with [`Client::unlock`]; dropping the `Lock`
+/// (and all its clones) without unlocking also releases it, because each
+/// lock is held on a connection of its own that closes with it. That own
+/// connection is also why waiting for a lock never delays the client's other
+/// calls (the hub answers one connection's requests strictly in order).
+#[derive(Clone)]
 pub struct Lock {
     /// The lock's name.
-    #[serde(skip)]
     pub name: String,
     /// The secret that releases it.
     pub token: String,
     /// Strictly increasing across all acquisitions: pass it to resources
     /// that must reject a holder whose lease ran out.
     pub fence: u64,
+    conn: Arc<LockConn>,
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name)
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection a lock is held on; closing it releases the lock.
+struct LockConn(Arc<Link>);
+
+impl Drop for LockConn {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// How to acquire a lock.
@@ -740,18 +762,49 @@ impl Client {
             "ttl_ms": opts.ttl.map(ms),
             "wait_ms": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         });
-        let t = self.inner.opts.request_timeout.saturating_add(wait);
-        let r = self.inner.call_with_timeout("lock", params, t).await?;
-        let mut lock: Lock = decode(r)?;
-        lock.name = name.to_string();
-        Ok(lock)
+        #[derive(Deserialize)]
+        struct Granted {
+            token: String,
+            fence: u64,
+        }
+        let inner = &self.inner;
+        let t = inner.opts.request_timeout;
+        // Held on a connection of its own (see `Lock`); it is not resumed
+        // after a drop, since the hub releases the lock with the connection.
+        let link = Link::open(&inner.url, inner.opts.token.as_deref(), t, Box::new(|| {})).await?;
+        let conn = Arc::new(LockConn(link));
+        let r = conn
+            .0
+            .call(
+                inner.next_id(),
+                "lock",
+                params,
+                None,
+                t.saturating_add(wait),
+            )
+            .await?;
+        let g: Granted = decode(r)?;
+        Ok(Lock {
+            name: name.to_string(),
+            token: g.token,
+            fence: g.fence,
+            conn,
+        })
     }
 
-    /// Releases a lock ([`Error::LockNotHeld`] if the token no longer holds it).
+    /// Releases a lock ([`Error::LockNotHeld`] if the token no longer holds
+    /// it: already unlocked, lease ran out, or its connection dropped).
     pub async fn unlock(&self, lock: &Lock) -> Result<()> {
-        self.inner
-            .call("unlock", json!({ "name": lock.name, "token": lock.token }))
-            .await?;
-        Ok(())
+        let params = json!({ "name": lock.name, "token": lock.token });
+        let link = &lock.conn.0;
+        let result = if link.is_alive() {
+            let t = self.inner.opts.request_timeout;
+            link.call(self.inner.next_id(), "unlock", params, None, t)
+                .await
+        } else {
+            self.inner.call("unlock", params).await
+        };
+        link.close();
+        result.map(|_| ())
     }
 }

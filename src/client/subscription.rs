@@ -39,8 +39,8 @@ pub struct Event {
     /// What happened.
     #[serde(rename = "event")]
     pub kind: EventKind,
-    /// The new value, for `update` events.
-    #[serde(default)]
+    /// The new value, for `update` events (`Some(Value::Null)` for a JSON `null`).
+    #[serde(default, deserialize_with = "present")]
     pub value: Option<Value>,
     /// The rev of the change (absent on `lagged`, and on a synthesized
     /// `delete` after a reconnect).
@@ -59,14 +59,20 @@ impl Event {
     }
 }
 
+/// A member that is present is `Some`, even when it is JSON `null` (a
+/// stored `null` is a value; only an absent member means "no value").
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// A key's state when the subscription started (or was last resumed).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Snapshot {
     /// Whether the key existed.
     #[serde(default)]
     pub exists: bool,
-    /// Its value, if it existed.
-    #[serde(default)]
+    /// Its value, if it existed (`Some(Value::Null)` for a JSON `null`).
+    #[serde(default, deserialize_with = "present")]
     pub value: Option<Value>,
     /// Its rev, if it existed.
     #[serde(default)]
