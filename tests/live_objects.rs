@@ -734,7 +734,15 @@ async fn incr_is_exact_under_50_concurrent_connections() {
 async fn incr_overflow_is_refused_and_changes_nothing() {
     let hub = TestHub::start().await;
     let mut c = hub.client().await;
-    for (start, by) in [(i64::MAX, 1), (i64::MIN, -1), (i64::MAX - 5, i64::MAX)] {
+    let cases = [
+        (json!(i64::MAX), json!(1)),
+        (json!(i64::MIN), json!(-1)),
+        (json!(i64::MAX - 5), json!(i64::MAX)),
+        // Integers outside the i64 range are integers too: no float fallback.
+        (json!(u64::MAX), json!(1)),
+        (json!(1), json!(u64::MAX)),
+    ];
+    for (start, by) in cases {
         c.call("update", json!({"key": "n", "value": start})).await;
         let before = get(&mut c, "n").await;
         let err = expect_err(&mut c, "incr", json!({"key": "n", "by": by}), -32006).await;

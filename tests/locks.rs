@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use memhub::ServerConfig;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
@@ -845,4 +846,36 @@ async fn unlock_by_token_from_another_connection() {
         .await;
     assert_lock_err(&err, -32004, "p");
     wait_locks(&hub, 0, 0).await;
+}
+
+/// A waiter whose peer falls silent (stops answering pings) while it waits
+/// is dropped by the keepalive and leaves the queue, instead of being granted
+/// the lock later and holding it for nobody.
+#[tokio::test]
+async fn a_silent_waiter_is_dropped_by_keepalive() {
+    let hub = TestHub::with_config(ServerConfig {
+        ping_interval: Duration::from_millis(100),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut holder = hub.client().await;
+    let (token, _) = lock(&mut holder, "quiet", 0).await;
+    let mut waiter = hub.client().await;
+    // After this the waiter never reads again, so it never answers a ping.
+    enqueue(&hub, &mut waiter, "w", "quiet", 1).await;
+    // The holder keeps reading (and answering pings) while the hub gives up
+    // on the silent waiter within about two ping intervals.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = holder.call("stats", json!({})).await;
+        if s["lock_waiters"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "silent waiter still queued: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unlock(&mut holder, "quiet", &token).await;
+    let s = holder.call("stats", json!({})).await;
+    assert_eq!(s["locks_held"], 0, "nobody may hold the lock: {s}");
+    drop(waiter);
 }

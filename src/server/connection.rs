@@ -46,53 +46,34 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
         hub.config.outbound_max_events,
         hub.config.outbound_max_bytes,
     ));
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), hub.clone()));
     let mut session = Session::new(hub.clone(), outbox.clone());
+    let mut input = Input::new(stream, &hub, outbox.clone());
 
-    let interval = hub.config.ping_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-
-    // Frames that arrived while a request was waiting (for a lock).
-    let mut backlog: VecDeque<Message> = VecDeque::new();
     let reason: &str = loop {
-        let msg = match backlog.pop_front() {
-            Some(m) => m,
+        let msg = match input.backlog.pop_front() {
+            Some((m, len)) => {
+                input.backlog_bytes -= len;
+                m
+            }
             None => tokio::select! {
                 biased;
-                _ = hub.shutdown.cancelled() => {
-                    outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
-                    break "hub shutting down";
-                }
                 _ = &mut writer => break "socket write failed",
-                msg = stream.next() => match read_result(msg, &outbox) {
-                    Ok(m) => {
-                        last_heard = Instant::now();
-                        m
-                    }
+                next = input.next() => match next {
+                    Ok(m) => m,
                     Err(why) => break why,
                 },
-                _ = ping.tick() => {
-                    if last_heard.elapsed() >= interval * 2 {
-                        outbox.close_with(CLOSE_GOING_AWAY, "keepalive timeout");
-                        break "keepalive timeout";
-                    }
-                    outbox.push_ping();
-                    continue;
-                }
             },
         };
         match msg {
             Message::Text(text) => {
                 hub.metrics.bytes_in.inc_by(text.len() as u64);
                 let frame = handle_frame(&mut session, text.as_str());
-                let reply = match run_frame(frame, &mut stream, &mut backlog, &hub, &outbox).await {
+                let reply = match input.run_frame(frame).await {
                     Ok(reply) => reply,
                     Err(why) => break why,
                 };
-                last_heard = Instant::now();
                 match reply {
                     Some(resp) => {
                         if let Err(why) = respond(&outbox, &hub, resp).await {
@@ -130,33 +111,108 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
     debug!(%peer, reason, "connection closed");
 }
 
-/// Most frames buffered while one request waits; past it the hub stops reading.
+/// Most frames buffered while one request waits; past it (or past the
+/// message size limit in bytes) the hub stops reading until the wait ends.
 const BACKLOG_MAX: usize = 1024;
 
-/// Runs one frame's handling to completion. Almost every frame completes at
-/// once; one that waits (a `lock` with `wait_ms`) keeps the socket read
-/// meanwhile, so a peer that goes away abandons the wait (leaving the lock
-/// queue) and later frames are buffered to run in order afterwards.
-async fn run_frame(
-    frame: impl Future<Output = Option<String>>,
-    stream: &mut SplitStream<WebSocket>,
-    backlog: &mut VecDeque<Message>,
-    hub: &Hub,
-    outbox: &Outbox,
-) -> Result<Option<String>, &'static str> {
-    let mut frame = std::pin::pin!(frame);
-    loop {
-        tokio::select! {
-            biased;
-            reply = &mut frame => return Ok(reply),
-            _ = hub.shutdown.cancelled() => {
-                outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
-                return Err("hub shutting down");
+/// The read side of a connection: the socket, keepalive, shutdown, and the
+/// frames buffered while a request waits.
+struct Input {
+    stream: SplitStream<WebSocket>,
+    hub: Arc<Hub>,
+    outbox: Arc<Outbox>,
+    ping: tokio::time::Interval,
+    last_heard: Instant,
+    backlog: VecDeque<(Message, usize)>,
+    backlog_bytes: usize,
+}
+
+impl Input {
+    fn new(stream: SplitStream<WebSocket>, hub: &Arc<Hub>, outbox: Arc<Outbox>) -> Self {
+        let interval = hub.config.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            stream,
+            hub: hub.clone(),
+            outbox,
+            ping,
+            last_heard: Instant::now(),
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+        }
+    }
+
+    /// Pings on schedule; fails once the peer was silent for two intervals.
+    fn keepalive(&mut self) -> Result<(), &'static str> {
+        if self.last_heard.elapsed() >= self.hub.config.ping_interval * 2 {
+            self.outbox
+                .close_with(CLOSE_GOING_AWAY, "keepalive timeout");
+            return Err("keepalive timeout");
+        }
+        self.outbox.push_ping();
+        Ok(())
+    }
+
+    fn shut_down(&self) -> &'static str {
+        self.outbox
+            .close_with(CLOSE_GOING_AWAY, "hub shutting down");
+        "hub shutting down"
+    }
+
+    fn heard(
+        &mut self,
+        msg: Option<Result<Message, axum::Error>>,
+    ) -> Result<Message, &'static str> {
+        let m = read_result(msg, &self.outbox)?;
+        self.last_heard = Instant::now();
+        Ok(m)
+    }
+
+    /// The next message from the socket, keeping the connection alive meanwhile.
+    async fn next(&mut self) -> Result<Message, &'static str> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.hub.shutdown.cancelled() => return Err(self.shut_down()),
+                msg = self.stream.next() => return self.heard(msg),
+                _ = self.ping.tick() => self.keepalive()?,
             }
-            msg = stream.next(), if backlog.len() < BACKLOG_MAX => match read_result(msg, outbox)? {
-                Message::Close(_) => return Err("closed by peer"),
-                m => backlog.push_back(m),
-            },
+        }
+    }
+
+    /// Runs one frame's handling to completion. Almost every frame completes
+    /// at once; one that waits (a `lock` with `wait_ms`) keeps the socket
+    /// read and the keepalive running meanwhile, so a peer that goes away or
+    /// falls silent abandons the wait (leaving the lock queue), and later
+    /// frames are buffered to run in order afterwards.
+    async fn run_frame(
+        &mut self,
+        frame: impl Future<Output = Option<String>>,
+    ) -> Result<Option<String>, &'static str> {
+        let mut frame = std::pin::pin!(frame);
+        loop {
+            let room = self.backlog.len() < BACKLOG_MAX
+                && self.backlog_bytes < self.hub.config.max_message_bytes;
+            tokio::select! {
+                biased;
+                reply = &mut frame => return Ok(reply),
+                _ = self.hub.shutdown.cancelled() => return Err(self.shut_down()),
+                msg = self.stream.next(), if room => match self.heard(msg)? {
+                    Message::Close(_) => return Err("closed by peer"),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    m => {
+                        let len = match &m {
+                            Message::Text(t) => t.len(),
+                            Message::Binary(b) => b.len(),
+                            _ => 0,
+                        };
+                        self.backlog_bytes += len;
+                        self.backlog.push_back((m, len));
+                    }
+                },
+                _ = self.ping.tick() => self.keepalive()?,
+            }
         }
     }
 }

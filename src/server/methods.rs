@@ -518,12 +518,19 @@ fn add_numbers(
                 format!("{x} + {y} overflows a 64-bit signed integer; the value is unchanged")
             });
     }
+    let is_int = |n: &serde_json::Number| n.is_i64() || n.is_u64();
+    if is_int(a) && is_int(b) {
+        return Err(format!(
+            "{a} + {b}: integer arithmetic is 64-bit signed and {} is outside that range; the value is unchanged",
+            if a.is_i64() { b } else { a }
+        ));
+    }
     let (x, y) = (
         a.as_f64().unwrap_or(f64::NAN),
         b.as_f64().unwrap_or(f64::NAN),
     );
     serde_json::Number::from_f64(x + y)
-        .ok_or_else(|| format!("{x} + {y} is not a finite number; the value is unchanged"))
+        .ok_or_else(|| format!("{x:?} + {y:?} is not a finite number; the value is unchanged"))
 }
 
 fn json_kind(v: &Value) -> &'static str {
