@@ -1,4 +1,7 @@
-//! The `memhub` command line: `memhub serve` runs a hub.
+//! The `memhub` command line: `memhub serve` runs a hub; `get`, `set`,
+//! `del`, `keys` and `watch` talk to one (see `cli_client`).
+
+mod cli_client;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -20,8 +23,20 @@ Examples:
   memhub serve --host 127.0.0.1 --port 0
   MEMHUB_PORT=9000 RUST_LOG=debug memhub serve
 
-Every flag can also be set by the environment variable shown in `memhub serve --help`.
-Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=memhub=debug) to change their detail.")]
+  memhub set greeting '\"hello\"'         # values are JSON: quote strings for JSON and the shell
+  memhub get greeting                   # {\"value\":\"hello\",\"rev\":1}
+  memhub set greeting '\"hi\"' --if-rev 1 # compare-and-set
+  memhub keys greet                     # {\"key\":\"greeting\",\"rev\":2,\"bytes\":4}
+  memhub watch greeting                 # one JSON line per change until Ctrl-C
+  memhub del greeting
+
+The client commands connect to --url (env MEMHUB_URL, default ws://127.0.0.1:18813/ws),
+print JSON on stdout and errors on stderr, and exit with
+  0 on success, 1 if the hub refused (not found, rev mismatch, …),
+  2 for a bad command line or invalid JSON, 3 if the hub cannot be reached.
+
+Every flag can also be set by the environment variable shown in `memhub COMMAND --help`.
+`serve` logs to stderr; set RUST_LOG (e.g. RUST_LOG=memhub=debug) to change the detail.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +46,8 @@ struct Cli {
 enum Command {
     /// Run a hub (in memory) until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli_client::ClientCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -117,15 +134,26 @@ impl ServeArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The hub logs its progress; client commands keep stderr for errors.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Client(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let cli = Cli::parse();
     match cli.command {
+        Command::Client(cmd) => {
+            let code = cli_client::run(cmd).await;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
         Command::Serve(args) => {
             let server = MemService::new(args.host.clone(), args.port)
                 .with_config(args.config())
@@ -147,9 +175,32 @@ mod tests {
     fn cli_is_well_formed_and_defaults_match_the_library() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["memhub", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("`memhub serve` parses as Serve");
+        };
         assert_eq!(args.port, 18813);
         assert_eq!(args.host, "0.0.0.0");
         assert_eq!(args.config(), ServerConfig::default());
+    }
+
+    #[test]
+    fn client_commands_parse_with_the_default_url() {
+        use cli_client::ClientCommand;
+        let cli = Cli::try_parse_from(["memhub", "set", "k", "-1", "--if-rev", "0"]).unwrap();
+        let Command::Client(ClientCommand::Set(a)) = cli.command else {
+            panic!("set parses as Set");
+        };
+        assert_eq!(
+            (a.key.as_str(), a.json.as_str(), a.if_rev),
+            ("k", "-1", Some(0))
+        );
+        assert_eq!(a.conn.url, cli_client::DEFAULT_URL);
+        let cli = Cli::try_parse_from(["memhub", "watch", "--prefix", ""]).unwrap();
+        let Command::Client(ClientCommand::Watch(a)) = cli.command else {
+            panic!("watch parses as Watch");
+        };
+        assert_eq!((a.key, a.prefix.as_deref()), (None, Some("")));
+        assert!(Cli::try_parse_from(["memhub", "watch"]).is_err());
+        assert!(Cli::try_parse_from(["memhub", "delete", "k"]).is_ok());
     }
 }

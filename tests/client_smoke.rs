@@ -62,3 +62,25 @@ async fn a_stored_null_is_a_value_not_an_absence() {
     let got: Option<Option<i32>> = client.try_get("n").await.unwrap();
     assert_eq!(got, Some(None));
 }
+
+#[tokio::test]
+async fn values_nested_deeper_than_128_levels_arrive() {
+    let hub = TestHub::with_config(memhub::ServerConfig {
+        max_nesting: 1024,
+        ..Default::default()
+    })
+    .await;
+    let client = memhub::Client::connect(&hub.url()).await.unwrap();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let deep: serde_json::Value = {
+        let mut de = serde_json::Deserializer::from_str(&deep);
+        de.disable_recursion_limit();
+        serde::Deserialize::deserialize(&mut de).unwrap()
+    };
+    let mut sub = client.subscribe("deep").await.unwrap();
+    client.update("deep", &deep).await.unwrap();
+    let got: serde_json::Value = client.get("deep").await.unwrap();
+    assert_eq!(got, deep);
+    let ev = sub.next_event().await.unwrap();
+    assert_eq!(ev.value.as_ref(), Some(&deep));
+}

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::error::{Error, Result};
 use super::subscription::{Event, Snapshot, SubState};
+use crate::jsontext::{from_str_prechecked, nesting_depth};
 use crate::protocol::RpcError;
 
 /// What the reader does with a subscribe response besides answering it.
@@ -138,7 +139,13 @@ impl Link {
     }
 
     fn on_text(&self, text: &str) {
-        let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        // The hub bounds nesting by its configured limit (at most
+        // MAX_NESTING_CEILING); parse up to that, not serde's fixed 128.
+        let max = crate::server::MAX_NESTING_CEILING + 2;
+        if nesting_depth(text.as_bytes(), max) > max {
+            return;
+        }
+        let Ok(msg) = from_str_prechecked::<Value>(text) else {
             return;
         };
         if msg.get("method").and_then(Value::as_str) == Some("event") {
