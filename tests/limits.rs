@@ -22,39 +22,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 // Local helpers
 // ---------------------------------------------------------------------------
 
-/// Checks that `resp` is an error response with this `id` and `code` and a
-/// non-empty message; returns the error object.
-#[track_caller]
-fn assert_error(resp: &Value, id: &Value, code: i64) -> Value {
-    let obj = resp
-        .as_object()
-        .unwrap_or_else(|| panic!("expected an error response object, got {resp}"));
-    assert_eq!(
-        obj.get("jsonrpc"),
-        Some(&json!("2.0")),
-        "jsonrpc member in {resp}"
-    );
-    assert_eq!(
-        obj.get("id"),
-        Some(id),
-        "id member (must be present) in {resp}"
-    );
-    assert!(
-        obj.get("result").is_none(),
-        "an error response must not carry a result: {resp}"
-    );
-    let err = &resp["error"];
-    assert_eq!(err["code"], json!(code), "error code in {resp}");
-    let msg = err["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("error message must be a string: {resp}"));
-    assert!(
-        !msg.trim().is_empty(),
-        "error message must not be empty: {resp}"
-    );
-    err.clone()
-}
-
 /// Proves the connection still works: a normal request succeeds.
 async fn assert_usable(c: &mut Client) {
     let v = c.call("version", json!({})).await;
@@ -64,10 +31,7 @@ async fn assert_usable(c: &mut Client) {
 /// A request that must fail with `code`; afterwards the same connection must
 /// still answer a normal request. Returns the error object.
 async fn expect_err(c: &mut Client, method: &str, params: Value, code: i64) -> Value {
-    let resp = c.request(method, params.clone()).await;
-    let id = resp["id"].clone();
-    let err = assert_error(&resp, &id, code);
-    assert_eq!(err["code"], json!(code), "{method} {params}");
+    let err = common::expect_err(c, method, params, code).await;
     assert_usable(c).await;
     err
 }

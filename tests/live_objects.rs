@@ -22,25 +22,6 @@ use serde_json::{json, Map, Value};
 /// Most events any helper reads while looking for one (keeps loops bounded).
 const MAX_EVENTS: usize = 500;
 
-/// Sends a request and checks it fails with `code` and a non-empty message;
-/// returns the error object.
-async fn expect_err(c: &mut Client, method: &str, params: Value, code: i64) -> Value {
-    let resp = c.request(method, params.clone()).await;
-    assert!(
-        resp.get("result").is_none(),
-        "{method} {params} unexpectedly succeeded: {resp}"
-    );
-    let err = resp["error"].clone();
-    assert_eq!(err["code"], json!(code), "{method} {params}: {resp}");
-    assert!(
-        err["message"]
-            .as_str()
-            .is_some_and(|m| !m.trim().is_empty()),
-        "an error carries a human-readable message: {resp}"
-    );
-    err
-}
-
 fn rev_of(v: &Value) -> u64 {
     v["rev"]
         .as_u64()

@@ -17,44 +17,6 @@ use tokio_tungstenite::tungstenite::Message;
 // Local helpers
 // ---------------------------------------------------------------------------
 
-/// Checks that `resp` is a JSON-RPC error response with this `id` and `code`,
-/// nothing else, and a non-empty human-readable message; returns the error.
-#[track_caller]
-fn assert_error(resp: &Value, id: &Value, code: i64) -> Value {
-    let obj = resp
-        .as_object()
-        .unwrap_or_else(|| panic!("expected an error response object, got {resp}"));
-    assert_eq!(
-        obj.get("jsonrpc"),
-        Some(&json!("2.0")),
-        "jsonrpc member in {resp}"
-    );
-    assert_eq!(
-        obj.get("id"),
-        Some(id),
-        "id member (must be present) in {resp}"
-    );
-    assert!(
-        obj.get("result").is_none(),
-        "an error response must not carry a result: {resp}"
-    );
-    assert_eq!(
-        obj.len(),
-        3,
-        "an error response has exactly jsonrpc, id, error: {resp}"
-    );
-    let err = &resp["error"];
-    assert_eq!(err["code"], json!(code), "error code in {resp}");
-    let msg = err["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("error message must be a string: {resp}"));
-    assert!(
-        !msg.trim().is_empty(),
-        "error message must not be empty: {resp}"
-    );
-    err.clone()
-}
-
 /// Checks that `resp` is a success response with this `id`; returns the result.
 #[track_caller]
 fn assert_ok(resp: &Value, id: &Value) -> Value {
@@ -74,16 +36,6 @@ fn assert_ok(resp: &Value, id: &Value) -> Value {
     obj.get("result")
         .unwrap_or_else(|| panic!("a success response carries a result: {resp}"))
         .clone()
-}
-
-/// Sends a request through the client and checks it fails with `code`;
-/// returns the error object.
-async fn expect_err(c: &mut Client, method: &str, params: Value, code: i64) -> Value {
-    let resp = c.request(method, params.clone()).await;
-    let id = resp["id"].clone();
-    let err = assert_error(&resp, &id, code);
-    assert_eq!(err["code"], json!(code), "{method} {params}: {resp}");
-    err
 }
 
 /// Sends one raw text frame and returns the next non-event frame.

@@ -192,8 +192,20 @@ impl Server {
             local_addr,
             hub,
         } = self;
+        // An unspecified bind address is not a URL anyone can open; show the
+        // loopback one, which always reaches this hub from this machine.
+        let browse = if local_addr.ip().is_unspecified() {
+            let lo: IpAddr = if local_addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(lo, local_addr.port())
+        } else {
+            local_addr
+        };
         info!(
-            "memhub {} listening on ws://{local_addr}/ws (dashboard http://{local_addr}/)",
+            "memhub {} listening on ws://{local_addr}/ws (open http://{browse}/ in a browser)",
             env!("CARGO_PKG_VERSION")
         );
         if exposes_beyond_loopback(local_addr.ip()) {

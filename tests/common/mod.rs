@@ -213,3 +213,47 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Checks that `resp` is a JSON-RPC error response with this `id` and
+/// `code`, no `result`, and a non-empty human-readable message; returns the
+/// error object.
+#[track_caller]
+pub fn assert_error(resp: &Value, id: &Value, code: i64) -> Value {
+    let obj = resp
+        .as_object()
+        .unwrap_or_else(|| panic!("expected an error response object, got {resp}"));
+    assert_eq!(
+        obj.get("jsonrpc"),
+        Some(&json!("2.0")),
+        "jsonrpc member in {resp}"
+    );
+    assert_eq!(
+        obj.get("id"),
+        Some(id),
+        "id member (must be present) in {resp}"
+    );
+    assert!(
+        obj.get("result").is_none(),
+        "an error response must not carry a result: {resp}"
+    );
+    let err = &resp["error"];
+    assert_eq!(err["code"], json!(code), "error code in {resp}");
+    let msg = err["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error message must be a string: {resp}"));
+    assert!(
+        !msg.trim().is_empty(),
+        "error message must not be empty: {resp}"
+    );
+    err.clone()
+}
+
+/// Sends a request that must fail with `code` (see [`assert_error`]);
+/// returns the error object.
+pub async fn expect_err(c: &mut Client, method: &str, params: Value, code: i64) -> Value {
+    let resp = c.request(method, params.clone()).await;
+    let id = resp["id"].clone();
+    let err = assert_error(&resp, &id, code);
+    assert_eq!(err["code"], json!(code), "{method} {params}: {resp}");
+    err
+}
