@@ -110,6 +110,7 @@ async fn restart_hub(addr: SocketAddr, prepare: impl FnOnce(&memhub::Store)) -> 
     let handle = server.shutdown_handle();
     TestHub {
         addr: server.local_addr(),
+        locks: server.locks(),
         handle,
         task: Some(tokio::spawn(server.run())),
     }
@@ -914,11 +915,14 @@ async fn reconnect_after_hub_restart_resumes_subscriptions() {
     let mut sub_same = c.subscribe("same").await.unwrap();
     let mut sub_all = c.subscribe_prefix("").await.unwrap();
 
-    // An in-flight call: a long wait for a lock this same client holds. (A
-    // holder on another connection could be closed first by the shutdown,
-    // releasing the lock and letting the wait succeed; the client's own
-    // connection releases its locks only once it is closed.)
-    let _held = c.lock("L", LockOptions::default()).await.unwrap();
+    // An in-flight call: a long wait for a lock held in-process by the hub
+    // itself, which no closing connection can release, so the wait is
+    // certainly still in flight when the hub stops.
+    let _held = hub
+        .locks
+        .acquire("L", 0, None, Duration::ZERO)
+        .await
+        .expect("in-process holder");
     let waiting = {
         let c = c.clone();
         tokio::spawn(async move {

@@ -185,6 +185,13 @@ impl Server {
         self.hub.store.clone()
     }
 
+    /// The hub's lock table, for embedding programs that coordinate with
+    /// clients in-process (an in-process holder is never released by a
+    /// connection closing).
+    pub fn locks(&self) -> Arc<Locks> {
+        self.hub.locks.clone()
+    }
+
     /// Serves until the shutdown handle is used, then shuts down gracefully.
     pub async fn run(self) -> io::Result<()> {
         let Server {

@@ -19,6 +19,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A hub running in this process on 127.0.0.1 and a free port.
 pub struct TestHub {
     pub addr: SocketAddr,
+    /// The hub's lock table, for in-process lock holders.
+    pub locks: std::sync::Arc<memhub::locks::Locks>,
     pub handle: ShutdownHandle,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -36,9 +38,11 @@ impl TestHub {
             .expect("bind test hub");
         let addr = server.local_addr();
         let handle = server.shutdown_handle();
+        let locks = server.locks();
         let task = tokio::spawn(server.run());
         Self {
             addr,
+            locks,
             handle,
             task: Some(task),
         }
