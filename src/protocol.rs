@@ -157,6 +157,15 @@ impl RpcError {
         .with_data(json!({ "name": name }))
     }
 
+    /// `-32010` with `data: {method}`.
+    pub fn forbidden(method: &str) -> Self {
+        Self::new(
+            code::FORBIDDEN,
+            format!("forbidden: this connection's token is read-only and {method:?} changes data"),
+        )
+        .with_data(json!({ "method": method }))
+    }
+
     /// `-32011` with `data: {limit, max}`.
     pub fn limit_exceeded(limit: &str, max: usize, what: impl fmt::Display) -> Self {
         Self::new(code::LIMIT_EXCEEDED, format!("limit exceeded: {what}"))

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::auth::Tokens;
+
 /// Tunables of one hub. `ServerConfig::default()` gives the limits of
 /// PROTOCOL.md and protected mode on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,9 @@ pub struct ServerConfig {
     /// (`http(s)://` + the request's `Host`); `*` allows every origin.
     /// Requests without an `Origin` header (non-browser clients) are unaffected.
     pub allowed_origins: Vec<String>,
+    /// Access tokens and their roles; empty = no authentication (then
+    /// protected mode applies). Never logged.
+    pub tokens: Tokens,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             expiry_sweep_interval: Duration::from_millis(10),
             allowed_origins: Vec::new(),
+            tokens: Tokens::new(),
         }
     }
 }

@@ -22,6 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use super::auth::Role;
 use super::dispatch::{binary_frame_error, handle_frame};
 use super::outbox::{Batch, Outbox, Outgoing};
 use super::session::Session;
@@ -36,7 +37,13 @@ const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Serves one upgraded connection until it closes. `permit` is the
 /// connection's slot under the connection cap, held until the end.
-pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+pub async fn run(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    peer: SocketAddr,
+    role: Role,
+    permit: OwnedSemaphorePermit,
+) {
     let _permit = permit;
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
@@ -48,7 +55,7 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, peer: SocketAddr, permit: Own
     ));
     let (sink, stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), hub.clone()));
-    let mut session = Session::new(hub.clone(), outbox.clone());
+    let mut session = Session::new(hub.clone(), outbox.clone(), role);
     let mut input = Input::new(stream, &hub, outbox.clone());
 
     let reason: &str = loop {

@@ -176,7 +176,11 @@ async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<St
     out.push_str(reply_id);
     out.push_str(",\"result\":");
     let start = out.len();
-    let result = methods::call(session, method, &name, params, &mut out).await;
+    let result = if session.role().allows(method) {
+        methods::call(session, method, &name, params, &mut out).await
+    } else {
+        Err(RpcError::forbidden(&name))
+    };
     session.hub.metrics.request(method, result.is_ok());
     let id = id?;
     match result {

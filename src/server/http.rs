@@ -1,14 +1,14 @@
 //! The HTTP face of the hub on its one port: `/ws`, `/healthz`, `/metrics`, `/`.
 //!
-//! The `/ws` handler is the admission gate: browser origin (403), protected
-//! mode (403) and the connection cap (503) are decided here, before any WebSocket exists, and
+//! The `/ws` handler is the admission gate: token (401), browser origin
+//! (403), protected mode (403) and the connection cap (503) are decided here, before any WebSocket exists, and
 //! tungstenite's buffers and size limits are set from the config.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +18,7 @@ use tracing::debug;
 use super::admission::{
     origin_allowed, origin_refusal, protected_mode_allows, PROTECTED_MODE_REFUSAL,
 };
+use super::auth::{presented_token, Role, UNAUTHORIZED};
 use super::{connection, Hub};
 
 /// Per-connection socket buffers: small, so 10,000 idle connections stay cheap.
@@ -38,8 +39,28 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     State(hub): State<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    // The token check comes first (401), then the browser origin (403).
+    let tokens = &hub.config.tokens;
+    let role = if tokens.is_empty() {
+        Role::Write
+    } else {
+        match presented_token(&headers, query.as_deref()).and_then(|t| tokens.role_of(&t)) {
+            Some(role) => role,
+            None => {
+                hub.metrics.connections_rejected.inc();
+                debug!(%peer, "upgrade refused: missing or invalid token");
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"memhub\"")],
+                    UNAUTHORIZED,
+                )
+                    .into_response();
+            }
+        }
+    };
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| v.to_str().unwrap_or("(not text)"));
@@ -50,7 +71,12 @@ async fn upgrade(
         debug!(%peer, origin, "upgrade refused: origin not allowed");
         return (StatusCode::FORBIDDEN, origin_refusal(origin)).into_response();
     }
-    if !protected_mode_allows(hub.config.protected_mode, false, hub.bind_ip, peer.ip()) {
+    if !protected_mode_allows(
+        hub.config.protected_mode,
+        !tokens.is_empty(),
+        hub.bind_ip,
+        peer.ip(),
+    ) {
         hub.metrics.connections_rejected.inc();
         debug!(%peer, "upgrade refused by protected mode");
         return (StatusCode::FORBIDDEN, PROTECTED_MODE_REFUSAL).into_response();
@@ -74,7 +100,9 @@ async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| tracker.track_future(connection::run(socket, hub, peer, permit)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(connection::run(socket, hub, peer, role, permit))
+        })
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {

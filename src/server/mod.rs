@@ -7,6 +7,7 @@
 //! connection with 1001, wait at most `shutdown_grace`).
 
 mod admission;
+mod auth;
 mod config;
 mod connection;
 mod dispatch;
@@ -31,6 +32,7 @@ use tracing::{info, warn};
 pub use admission::{
     exposes_beyond_loopback, origin_allowed, protected_mode_allows, PROTECTED_MODE_REFUSAL,
 };
+pub use auth::{Role, Tokens};
 pub use config::{ServerConfig, MAX_NESTING_CEILING};
 pub use metrics::Metrics;
 
@@ -215,7 +217,9 @@ impl Server {
             "memhub {} listening on ws://{local_addr}/ws (open http://{browse}/ in a browser)",
             env!("CARGO_PKG_VERSION")
         );
-        if exposes_beyond_loopback(local_addr.ip()) {
+        if !hub.config.tokens.is_empty() {
+            info!("token authentication is on");
+        } else if exposes_beyond_loopback(local_addr.ip()) {
             if hub.config.protected_mode {
                 warn!(
                     "bound to non-loopback address {}: protected mode is on, so only \

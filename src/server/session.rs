@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::auth::Role;
 use super::outbox::Outbox;
 use super::Hub;
 use crate::pubsub::Subscription;
@@ -22,11 +23,12 @@ pub struct Session {
     next_sub: u64,
     conn_id: u64,
     used_locks: bool,
+    role: Role,
 }
 
 impl Session {
     /// A session with no subscriptions.
-    pub fn new(hub: Arc<Hub>, outbox: Arc<Outbox>) -> Self {
+    pub fn new(hub: Arc<Hub>, outbox: Arc<Outbox>, role: Role) -> Self {
         let conn_id = hub.next_conn_id();
         Self {
             hub,
@@ -35,7 +37,13 @@ impl Session {
             next_sub: 1,
             conn_id,
             used_locks: false,
+            role,
         }
+    }
+
+    /// What this connection's token allows.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// This connection's id, unique within the hub's lifetime (lock owner).
