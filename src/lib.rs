@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod jsontext;
 pub mod locks;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use memhub::server::MAX_NESTING_CEILING;
+use memhub::server::{Role, Tokens, MAX_NESTING_CEILING};
 use memhub::{MemService, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -46,6 +46,17 @@ struct Cli {
 enum Command {
     /// Run a hub (in memory) until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Load-test a hub (like redis-benchmark): closed-loop clients, latency
+    /// percentiles, fan-out deliveries/s. `--spawn` benches an in-process hub.
+    #[command(after_help = "\
+Examples:
+  memhub bench --spawn                                  # get, 50 clients, against an in-process hub
+  memhub bench --mode update --clients 50 --pipeline 16 --seconds 10
+  memhub bench --mode fanout --subscribers 1000 --pipeline 16
+  memhub bench --mode mixed --ratio 0.8 --json          # one JSON line, for scripts
+
+Headline numbers should be taken against a separate `memhub serve` process.")]
+    Bench(memhub::bench::BenchConfig),
     #[command(flatten)]
     Client(cli_client::ClientCommand),
 }
@@ -103,6 +114,27 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allow_origin: Vec<String>,
+    /// An access token with the write role (every method); repeatable or
+    /// comma-separated. With any token configured, clients must present one.
+    #[arg(
+        long = "token",
+        env = "MEMHUB_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    token: Vec<String>,
+    /// An access token with the read role (get, is_memoized, keys, stats,
+    /// version, subscribe, unsubscribe); repeatable or comma-separated.
+    #[arg(
+        long = "read-token",
+        env = "MEMHUB_READ_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    read_token: Vec<String>,
+    /// A file of `write TOKEN` / `read TOKEN` lines (`#` comments allowed).
+    #[arg(long, env = "MEMHUB_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// Keepalive ping interval in milliseconds; a client silent for two intervals is dropped.
     #[arg(long, env = "MEMHUB_PING_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
     ping_interval_ms: u64,
@@ -113,6 +145,24 @@ fn size(v: u64) -> usize {
 }
 
 impl ServeArgs {
+    fn tokens(&self) -> anyhow::Result<Tokens> {
+        let mut tokens = Tokens::new();
+        for t in &self.token {
+            tokens
+                .add(t, Role::Write)
+                .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+        }
+        for t in &self.read_token {
+            tokens
+                .add(t, Role::Read)
+                .map_err(|e| anyhow::anyhow!("--read-token: {e}"))?;
+        }
+        if let Some(path) = &self.token_file {
+            tokens.add_file(path).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Ok(tokens)
+    }
+
     fn config(&self) -> ServerConfig {
         ServerConfig {
             max_key_bytes: size(self.max_key_bytes),
@@ -138,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
     // The hub logs its progress; client commands keep stderr for errors.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
+        Command::Bench(_) => "warn",
         Command::Client(_) => "warn",
     };
     tracing_subscriber::fmt()
@@ -148,6 +199,15 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match cli.command {
+        Command::Bench(mut cfg) => {
+            cfg.progress = std::io::stderr().is_terminal();
+            let report = memhub::bench::run(&cfg).await.context("benchmark")?;
+            if cfg.json {
+                println!("{}", report.to_json_line());
+            } else {
+                report.print_human();
+            }
+        }
         Command::Client(cmd) => {
             let code = cli_client::run(cmd).await;
             if code != 0 {
@@ -155,8 +215,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve(args) => {
+            let config = ServerConfig {
+                tokens: args.tokens()?,
+                ..args.config()
+            };
             let server = MemService::new(args.host.clone(), args.port)
-                .with_config(args.config())
+                .with_config(config)
                 .bind()
                 .await
                 .context("starting the hub")?;

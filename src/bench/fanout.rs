@@ -1,0 +1,501 @@
+//! `fanout` and `prefix-fanout`: one publisher, many subscribers.
+//!
+//! `--subscribers M` connections subscribe to the key `bench:fanout` (or, in
+//! `prefix-fanout`, to the prefix `bench:prefix:`), then one publisher
+//! connection updates that key (or cycles over the keys `bench:prefix:0` ..
+//! `bench:prefix:15`) in a closed loop on its own responses, `--pipeline`
+//! updates in flight. Each value is an object
+//! `{"bench_t":T,"bench_seq":S,"pad":"xx…"}`: `T` is the send time in
+//! nanoseconds since the start of the run (one clock, one process), `S` counts
+//! the updates of this run from 0, and the pad has `--value-size` characters.
+//!
+//! Each subscriber checks that the sequence numbers arrive consecutively; a
+//! gap or a `lagged` event is a missed event. The publisher never runs more
+//! than [`WINDOW`] updates ahead of the slowest subscriber, so the hub's
+//! outbound queues stay below their limit while the hub keeps up: the
+//! delivery rate measured is what the hub sustains without dropping anything.
+//! Subscribers record publish → delivery latency for updates sent after the
+//! warmup; deliveries per second are over the publisher's measured period.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::progress::{rate_line, Progress};
+use super::report::{rate, FanoutReport, Latency, Report};
+use super::{
+    classify, measured_seconds, new_histogram, open, open_many, record_ns, BenchConfig,
+    ClientOutcome, Counter, Mode, Plan, Reply, Ws, RESPONSE_TIMEOUT,
+};
+
+/// The key of `fanout`.
+pub const KEY: &str = "bench:fanout";
+/// The prefix of `prefix-fanout`.
+pub const PREFIX: &str = "bench:prefix:";
+/// How many keys under [`PREFIX`] the publisher cycles over.
+pub const PREFIX_KEYS: u64 = 16;
+/// Most updates the publisher may be ahead of the slowest subscriber (well
+/// below the hub's default outbound queue of 1024 events).
+pub const WINDOW: u64 = 256;
+/// How long subscribers may take, after the publisher stopped, to receive
+/// the last update before the missing ones count as missed.
+const DRAIN: Duration = Duration::from_secs(5);
+const HIST_SHARDS: usize = 16;
+
+/// A subscriber's progress: the next sequence number it expects
+/// (`u64::MAX` once it is gone). Padded against false sharing.
+#[derive(Default)]
+#[repr(align(64))]
+struct Slot(AtomicU64);
+
+/// What the publisher and the subscribers share.
+struct Shared {
+    plan: Arc<Plan>,
+    slots: Vec<Slot>,
+    /// The publisher waits until every subscriber expects at least this
+    /// (`u64::MAX` while it is not waiting).
+    wake_at: AtomicU64,
+    notify: Notify,
+    hists: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Shared {
+    fn min_progress(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.0.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn advance(&self, idx: usize, expected: u64) {
+        self.slots[idx].0.store(expected, Ordering::SeqCst);
+        if expected >= self.wake_at.load(Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+}
+
+pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> {
+    let prefix = cfg.mode == Mode::PrefixFanout;
+    let subs = open_many(url, cfg.subscribers).await?;
+    let subs = subscribe_all(subs, prefix).await?;
+    let publisher_ws = open(url).await?;
+
+    let plan = Arc::new(Plan::new(cfg));
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        slots: (0..cfg.subscribers).map(|_| Slot::default()).collect(),
+        wake_at: AtomicU64::new(u64::MAX),
+        notify: Notify::new(),
+        hists: (0..HIST_SHARDS)
+            .map(|_| Mutex::new(new_histogram()))
+            .collect(),
+    });
+    let (fin_tx, fin_rx) = watch::channel(None::<u64>);
+    let pub_live = Arc::new(Counter::default());
+    let sub_live: Vec<Arc<Counter>> = (0..cfg.subscribers).map(|_| Arc::default()).collect();
+    let progress = Progress::start(
+        cfg.progress,
+        rate_line(
+            cfg.mode.to_string(),
+            plan.clone(),
+            vec![pub_live.clone()],
+            Some(("deliveries".into(), sub_live.clone())),
+        ),
+    );
+
+    let sub_tasks: Vec<_> = subs
+        .into_iter()
+        .zip(sub_live.iter().cloned())
+        .enumerate()
+        .map(|(i, (ws, live))| {
+            tokio::spawn(subscriber(ws, i, shared.clone(), fin_rx.clone(), live))
+        })
+        .collect();
+    drop(fin_rx);
+    let publisher_task = tokio::spawn(publisher(
+        publisher_ws,
+        shared.clone(),
+        prefix,
+        cfg.value_size,
+        cfg.pipeline,
+        pub_live,
+    ));
+    let (published, publisher_out) = match publisher_task.await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fin_tx.send(Some(0));
+            bail!("the publisher failed: {e}");
+        }
+    };
+    let _ = fin_tx.send(Some(published));
+
+    let mut errors = publisher_out.errors;
+    let (mut deliveries, mut missed, mut lagged) = (0u64, 0u64, 0u64);
+    for t in sub_tasks {
+        match t.await {
+            Ok(s) => {
+                deliveries += s.deliveries;
+                missed += s.missed + published.saturating_sub(s.expected);
+                lagged += s.lagged;
+                errors += s.errors;
+            }
+            Err(_) => {
+                errors += 1;
+                missed += 1;
+            }
+        }
+    }
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let mut delivery_hist = new_histogram();
+    for h in &shared.hists {
+        let _ = delivery_hist.add(&*h.lock());
+    }
+    let seconds = measured_seconds(&plan, publisher_out.last);
+    Ok(Report {
+        mode: cfg.mode,
+        url: url.to_string(),
+        spawned: cfg.spawn,
+        clients: 1,
+        pipeline: cfg.pipeline,
+        value_size: cfg.value_size,
+        keyspace: if prefix { PREFIX_KEYS } else { 1 },
+        ops: publisher_out.ops,
+        seconds,
+        ops_per_sec: rate(publisher_out.ops, seconds),
+        errors,
+        latency_us: Latency::from_nanos(&publisher_out.hist),
+        fanout: Some(FanoutReport {
+            subscribers: cfg.subscribers,
+            deliveries,
+            deliveries_per_sec: rate(deliveries, seconds),
+            latency_us: Latency::from_nanos(&delivery_hist),
+            missed: missed > 0 || lagged > 0,
+            missed_events: missed,
+            lagged,
+        }),
+    })
+}
+
+/// Subscribes every connection (64 at a time) and waits for the answers, so
+/// that no update of the run can be published before a subscription exists.
+async fn subscribe_all(conns: Vec<Ws>, prefix: bool) -> anyhow::Result<Vec<Ws>> {
+    let request = if prefix {
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{{\"prefix\":\"{PREFIX}\"}}}}"
+        )
+    } else {
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{{\"key\":\"{KEY}\"}}}}"
+        )
+    };
+    let request = Arc::new(request);
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for mut ws in conns {
+        let request = request.clone();
+        let slots = slots.clone();
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await.ok();
+            if ws.send(Message::text(request.as_str())).await.is_err() {
+                bail!("the hub closed a connection before it could subscribe");
+            }
+            loop {
+                match tokio::time::timeout(RESPONSE_TIMEOUT, ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => match classify(t.as_str()) {
+                        Reply::Ok => return Ok(ws),
+                        Reply::Notification => continue,
+                        Reply::Err => {
+                            let snippet: String = t.as_str().chars().take(300).collect();
+                            bail!("subscribe failed: {snippet}");
+                        }
+                    },
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
+                        bail!("the hub closed a connection while it subscribed")
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Err(_) => bail!("no answer to subscribe within {RESPONSE_TIMEOUT:?}"),
+                }
+            }
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(ws)) => out.push(ws),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => bail!("a subscribing task failed: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// The publisher: closed loop on its own responses, `pipeline` in flight,
+/// never more than [`WINDOW`] ahead of the slowest subscriber. Returns how
+/// many updates it sent and what it measured.
+async fn publisher(
+    mut ws: Ws,
+    sh: Arc<Shared>,
+    prefix: bool,
+    pad: usize,
+    pipeline: usize,
+    live: Arc<Counter>,
+) -> (u64, ClientOutcome) {
+    let plan = sh.plan.clone();
+    let mut out = ClientOutcome::new();
+    let head = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"update\",\"params\":{\"key\":\"";
+    let tail = format!("\"pad\":{}}}}}}}", super::workload::value_json(pad));
+    let mut inflight: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
+    let mut seq = 0u64;
+    let mut min_seen = 0u64;
+    let mut blocked = false;
+    let mut sending = true;
+    let far = Instant::now() + Duration::from_secs(10 * 365 * 86_400);
+    let mut deadline = pin!(tokio::time::sleep_until(plan.end.unwrap_or(far).into()));
+    'run: loop {
+        let mut fed = false;
+        while sending && !blocked && inflight.len() < pipeline {
+            if seq >= min_seen.saturating_add(WINDOW) {
+                min_seen = sh.min_progress();
+                if seq >= min_seen.saturating_add(WINDOW) {
+                    // Wait until the slowest is half a window behind; then
+                    // look again (it may have moved before wake_at was set).
+                    sh.wake_at.store(seq - WINDOW / 2, Ordering::SeqCst);
+                    min_seen = sh.min_progress();
+                    if seq >= min_seen.saturating_add(WINDOW) {
+                        blocked = true;
+                        break;
+                    }
+                    sh.wake_at.store(u64::MAX, Ordering::SeqCst);
+                }
+            }
+            let now = Instant::now();
+            if !plan.may_send(now) {
+                sending = false;
+                break;
+            }
+            let mut text = String::with_capacity(head.len() + tail.len() + 80);
+            text.push_str(head);
+            if prefix {
+                let _ = write!(text, "{PREFIX}{}", seq % PREFIX_KEYS);
+            } else {
+                text.push_str(KEY);
+            }
+            let _ = write!(
+                text,
+                "\",\"value\":{{\"bench_t\":{},\"bench_seq\":{seq},",
+                plan.ns_since_start(now)
+            );
+            text.push_str(&tail);
+            if ws.feed(Message::text(text)).await.is_err() {
+                break 'run;
+            }
+            inflight.push_back(now);
+            seq += 1;
+            fed = true;
+        }
+        if fed && ws.flush().await.is_err() {
+            break 'run;
+        }
+        if !sending && inflight.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            return (seq, out);
+        }
+        tokio::select! {
+            biased;
+            m = tokio::time::timeout(RESPONSE_TIMEOUT, ws.next()), if !inflight.is_empty() => {
+                match m {
+                    Ok(Some(Ok(m))) => {
+                        if !on_reply(m, &mut inflight, &plan, &mut out, &live) {
+                            break 'run;
+                        }
+                    }
+                    _ => break 'run,
+                }
+            }
+            _ = sh.notify.notified(), if blocked => {
+                blocked = false;
+                sh.wake_at.store(u64::MAX, Ordering::SeqCst);
+            }
+            _ = &mut deadline, if sending => {
+                sending = false;
+            }
+            else => break 'run,
+        }
+        while !inflight.is_empty() {
+            match ws.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(m))) => {
+                    if !on_reply(m, &mut inflight, &plan, &mut out, &live) {
+                        break 'run;
+                    }
+                }
+                Some(_) => break 'run,
+            }
+        }
+    }
+    sh.wake_at.store(u64::MAX, Ordering::SeqCst);
+    let lost = inflight.iter().filter(|s| **s >= plan.warm_end).count() as u64;
+    out.errors += lost.max(1);
+    live.errors.fetch_add(lost.max(1), Ordering::Relaxed);
+    (seq, out)
+}
+
+fn on_reply(
+    msg: Message,
+    inflight: &mut VecDeque<Instant>,
+    plan: &Plan,
+    out: &mut ClientOutcome,
+    live: &Counter,
+) -> bool {
+    let ok = match &msg {
+        Message::Text(t) => match classify(t.as_str()) {
+            Reply::Ok => true,
+            Reply::Err => false,
+            Reply::Notification => return true,
+        },
+        Message::Binary(_) => false,
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return true,
+        Message::Close(_) => return false,
+    };
+    let Some(sent) = inflight.pop_front() else {
+        out.errors += 1;
+        return true;
+    };
+    if sent >= plan.warm_end {
+        out.record(sent, Instant::now(), ok, live);
+    } else if ok {
+        live.ops.fetch_add(1, Ordering::Relaxed);
+    }
+    true
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+struct SubOutcome {
+    /// The next sequence number it expected when it stopped.
+    expected: u64,
+    deliveries: u64,
+    missed: u64,
+    lagged: u64,
+    errors: u64,
+}
+
+/// Reads events until it has the last update of the run (or the drain time
+/// ran out, or the connection failed).
+async fn subscriber(
+    mut ws: Ws,
+    idx: usize,
+    sh: Arc<Shared>,
+    mut fin: watch::Receiver<Option<u64>>,
+    live: Arc<Counter>,
+) -> SubOutcome {
+    let mut st = SubOutcome::default();
+    let mut resync = false;
+    let warm_end_ns = sh.plan.ns_since_start(sh.plan.warm_end);
+    let hist = &sh.hists[idx % HIST_SHARDS];
+    let mut last: Option<u64> = None;
+    let far = Instant::now() + Duration::from_secs(10 * 365 * 86_400);
+    let mut drain = pin!(tokio::time::sleep_until(far.into()));
+    loop {
+        if last.is_some_and(|n| st.expected >= n) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let text = t.as_str();
+                    if let Some(seq) = number_after(text, "\"bench_seq\":") {
+                        if resync {
+                            st.missed += seq.saturating_sub(st.expected).max(1);
+                            st.expected = st.expected.max(seq + 1);
+                            resync = false;
+                        } else if seq == st.expected {
+                            st.expected += 1;
+                        } else if seq > st.expected {
+                            st.missed += seq - st.expected;
+                            st.expected = seq + 1;
+                        } else {
+                            // Out of order or repeated: the hub broke its promise.
+                            st.errors += 1;
+                            live.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let sent = number_after(text, "\"bench_t\":").unwrap_or(0);
+                        if sent >= warm_end_ns {
+                            let now = sh.plan.ns_since_start(Instant::now());
+                            st.deliveries += 1;
+                            live.ops.fetch_add(1, Ordering::Relaxed);
+                            record_ns(&mut hist.lock(), now.saturating_sub(sent).max(1));
+                        }
+                        sh.advance(idx, st.expected);
+                    } else if text.contains("\"event\":\"lagged\"") {
+                        st.lagged += 1;
+                        resync = true;
+                        // Until the next update shows where it stands, it
+                        // must not hold the publisher back.
+                        sh.advance(idx, u64::MAX);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    st.errors += 1;
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+            r = fin.changed(), if last.is_none() => {
+                last = match r {
+                    Ok(()) => *fin.borrow(),
+                    Err(_) => Some(0),
+                };
+                drain.as_mut().reset((Instant::now() + DRAIN).into());
+            }
+            _ = &mut drain => break,
+        }
+    }
+    if resync {
+        // Lagged at the very end, with no later update to measure the gap.
+        st.missed += 1;
+    }
+    sh.advance(idx, u64::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    st
+}
+
+/// The unsigned integer right after the first `pat` in `text`.
+fn number_after(text: &str, pat: &str) -> Option<u64> {
+    let at = text.find(pat)? + pat.len();
+    let digits = text[at..].trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_found() {
+        let ev = r#"{"jsonrpc":"2.0","method":"event","params":{"sub":3,"key":"bench:fanout","event":"update","value":{"bench_t":123456,"bench_seq":42,"pad":"xx"},"rev":99}}"#;
+        assert_eq!(number_after(ev, "\"bench_seq\":"), Some(42));
+        assert_eq!(number_after(ev, "\"bench_t\":"), Some(123456));
+        assert_eq!(number_after(ev, "\"nope\":"), None);
+        assert_eq!(number_after("\"bench_seq\":x", "\"bench_seq\":"), None);
+    }
+}
