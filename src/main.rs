@@ -135,6 +135,9 @@ struct ServeArgs {
     /// A file of `write TOKEN` / `read TOKEN` lines (`#` comments allowed).
     #[arg(long, env = "MEMHUB_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// Disconnect (close code 1008) a client that takes none of its responses for this many milliseconds.
+    #[arg(long, env = "MEMHUB_SLOW_CLIENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
+    slow_client_timeout_ms: u64,
     /// Keepalive ping interval in milliseconds; a client silent for two intervals is dropped.
     #[arg(long, env = "MEMHUB_PING_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
     ping_interval_ms: u64,
@@ -175,6 +178,7 @@ impl ServeArgs {
             outbound_max_events: size(self.outbound_max_events),
             outbound_max_bytes: size(self.outbound_max_bytes),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
+            slow_client_timeout: Duration::from_millis(self.slow_client_timeout_ms),
             protected_mode: self.protected_mode == OnOff::On,
             allowed_origins: self.allow_origin.clone(),
             ..ServerConfig::default()

@@ -38,6 +38,10 @@ pub struct ServerConfig {
     /// Refuse non-loopback peers when bound to a non-loopback address with no
     /// authentication configured (default on).
     pub protected_mode: bool,
+    /// A client that takes none of its responses for this long (its socket
+    /// accepts no bytes, or its queued responses never drain) is
+    /// disconnected with close code 1008 and a warning (default 30 s).
+    pub slow_client_timeout: Duration,
     /// How long a graceful shutdown waits for connections to close (default 5 s).
     pub shutdown_grace: Duration,
     /// How often expired keys are swept and their `expire` events sent
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             outbound_max_bytes: 8 << 20,
             ping_interval: Duration::from_secs(30),
             protected_mode: true,
+            slow_client_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             expiry_sweep_interval: Duration::from_millis(10),
             allowed_origins: Vec::new(),

@@ -20,7 +20,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::auth::Role;
 use super::dispatch::{binary_frame_error, handle_frame};
@@ -32,6 +32,10 @@ use crate::pubsub::{Event, Subscription};
 
 /// WebSocket close code for "going away" (shutdown, keepalive timeout).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for "policy violation" (a client not reading).
+const CLOSE_POLICY: u16 = 1008;
+/// Why a connection ends when its peer stops reading.
+const SLOW_CLIENT: &str = "the client stopped reading its responses";
 /// WebSocket close code for "message too big".
 const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -66,7 +70,12 @@ pub async fn run(
             }
             None => tokio::select! {
                 biased;
-                _ = &mut writer => break "socket write failed",
+                ended = &mut writer => {
+                    break match ended {
+                        Ok(WriterEnd::Stuck) => SLOW_CLIENT,
+                        _ => "socket write failed",
+                    };
+                }
                 next = input.next() => match next {
                     Ok(m) => m,
                     Err(why) => break why,
@@ -115,6 +124,13 @@ pub async fn run(
         }
     }
     hub.metrics.connections.dec();
+    if reason == SLOW_CLIENT {
+        warn!(
+            %peer,
+            "disconnected a client that read nothing for {:?} (close code 1008)",
+            hub.config.slow_client_timeout
+        );
+    }
     debug!(%peer, reason, "connection closed");
 }
 
@@ -252,6 +268,10 @@ async fn respond(outbox: &Outbox, hub: &Hub, resp: String) -> Result<(), &'stati
             outbox.close_with(CLOSE_GOING_AWAY, "hub shutting down");
             Err("hub shutting down")
         }
+        _ = tokio::time::sleep(hub.config.slow_client_timeout) => {
+            outbox.close_with(CLOSE_POLICY, "not reading responses");
+            Err(SLOW_CLIENT)
+        }
     }
 }
 
@@ -263,18 +283,40 @@ fn is_too_big(err: &axum::Error) -> bool {
     )
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, hub: Arc<Hub>) {
+/// How the writer task ended.
+enum WriterEnd {
+    /// The queue closed and everything was written.
+    Done,
+    /// The socket failed.
+    Failed,
+    /// The peer took no bytes for `slow_client_timeout`.
+    Stuck,
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    hub: Arc<Hub>,
+) -> WriterEnd {
+    let limit = hub.config.slow_client_timeout;
     while let Some(batch) = outbox.next_batch().await {
-        match write_batch(&mut sink, batch, &hub).await {
-            Ok(true) => {}
-            Ok(false) => break,
+        // A peer that takes no bytes for this long is stuck; give up on it
+        // (no close frame can get through a full socket).
+        match tokio::time::timeout(limit, write_batch(&mut sink, batch, &hub)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => break,
+            Ok(Err(_)) => {
+                outbox.close();
+                return WriterEnd::Failed;
+            }
             Err(_) => {
                 outbox.close();
-                return;
+                return WriterEnd::Stuck;
             }
         }
     }
     let _ = sink.close().await;
+    WriterEnd::Done
 }
 
 /// Writes one batch and flushes; `Ok(false)` after a close frame.

@@ -114,8 +114,14 @@ impl MemService {
                 "max_nesting must be between 1 and {MAX_NESTING_CEILING}"
             ));
         }
-        if cfg.ping_interval.is_zero() || cfg.expiry_sweep_interval.is_zero() {
-            return invalid("ping_interval and expiry_sweep_interval must be above zero".into());
+        if cfg.ping_interval.is_zero()
+            || cfg.expiry_sweep_interval.is_zero()
+            || cfg.slow_client_timeout.is_zero()
+        {
+            return invalid(
+                "ping_interval, expiry_sweep_interval and slow_client_timeout must be above zero"
+                    .into(),
+            );
         }
         let listener = TcpListener::bind((self.host.as_str(), self.port))
             .await
