@@ -47,6 +47,9 @@ pub struct ConnArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// For wss:// URLs: also trust the CA certificates in this PEM file.
+    #[arg(long, env = "MEMHUB_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -258,6 +261,7 @@ fn options(conn: &ConnArgs) -> ClientOptions {
         max_retry: 0,
         retry_delay: Duration::ZERO,
         token: conn.token.clone(),
+        ca_file: conn.ca_file.clone(),
         request_timeout: REQUEST_TIMEOUT,
         ..ClientOptions::default()
     }

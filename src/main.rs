@@ -135,6 +135,16 @@ struct ServeArgs {
     /// A file of `write TOKEN` / `read TOKEN` lines (`#` comments allowed).
     #[arg(long, env = "MEMHUB_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// Serve https:// and wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "MEMHUB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "MEMHUB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Drop a connection that has not finished its TLS handshake and sent its
+    /// HTTP request within this many milliseconds.
+    #[arg(long, env = "MEMHUB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    handshake_timeout_ms: u64,
     /// Disconnect (close code 1008) a client that takes none of its responses for this many milliseconds.
     #[arg(long, env = "MEMHUB_SLOW_CLIENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..))]
     slow_client_timeout_ms: u64,
@@ -179,6 +189,14 @@ impl ServeArgs {
             outbound_max_bytes: size(self.outbound_max_bytes),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             slow_client_timeout: Duration::from_millis(self.slow_client_timeout_ms),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(memhub::server::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             protected_mode: self.protected_mode == OnOff::On,
             allowed_origins: self.allow_origin.clone(),
             ..ServerConfig::default()

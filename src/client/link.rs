@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
 
 use super::error::{Error, Result};
 use super::subscription::{Event, Snapshot, SubState};
@@ -57,6 +58,7 @@ impl Link {
     pub(crate) async fn open(
         url: &str,
         token: Option<&str>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
         on_lost: Box<dyn FnOnce() + Send>,
     ) -> Result<Arc<Link>> {
@@ -68,7 +70,13 @@ impl Link {
                 .map_err(|_| Error::Connection("the token is not a valid header value".into()))?;
             request.headers_mut().insert("authorization", value);
         }
-        let (ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request))
+        let connector = match tls {
+            Some(config) if url.starts_with("wss:") => Some(Connector::Rustls(config.clone())),
+            _ => None,
+        };
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        let (ws, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| {
                 Error::Connection(format!("connecting to {url} timed out after {timeout:?}"))

@@ -71,6 +71,9 @@ pub struct ClientOptions {
     pub memoize_wait: Duration,
     /// Called after each successful reconnect, once subscriptions are resumed.
     pub on_reconnect: Option<ReconnectHook>,
+    /// For `wss://` URLs: trust the CA certificates in this PEM file as well
+    /// as the public web roots (for hubs with a private or self-signed CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -83,8 +86,33 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             memoize_wait: Duration::from_secs(60),
             on_reconnect: None,
+            ca_file: None,
         }
     }
+}
+
+/// The TLS settings for `wss://`: the public web roots plus `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let bad = |e: String| Error::Connection(format!("CA file {}: {e}", path.display()));
+        for cert in
+            rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?
+        {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Connection(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -97,6 +125,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("request_timeout", &self.request_timeout)
             .field("memoize_wait", &self.memoize_wait)
             .field("on_reconnect", &self.on_reconnect.is_some())
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -252,6 +281,7 @@ pub(crate) struct Inner {
     link: Mutex<Option<Arc<Link>>>,
     subs: Mutex<HashMap<u64, Arc<SubState>>>,
     epoch: Mutex<Option<String>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     connect_gate: tokio::sync::Mutex<()>,
     reconnecting: AtomicBool,
     closed: AtomicBool,
@@ -280,7 +310,14 @@ impl Inner {
             }
         });
         let t = self.opts.request_timeout;
-        let link = Link::open(&self.url, self.opts.token.as_deref(), t, on_lost).await?;
+        let link = Link::open(
+            &self.url,
+            self.opts.token.as_deref(),
+            self.tls.as_ref(),
+            t,
+            on_lost,
+        )
+        .await?;
         let v: Version = decode(
             link.call(self.next_id(), "version", json!({}), None, t)
                 .await?,
@@ -405,7 +442,13 @@ impl Client {
 
     /// Connects with the given options (see [`ClientOptions`]).
     pub async fn connect_with(url: &str, opts: ClientOptions) -> Result<Client> {
+        let tls = if url.starts_with("wss:") {
+            Some(tls_config(opts.ca_file.as_deref())?)
+        } else {
+            None
+        };
         let inner = Arc::new_cyclic(|me| Inner {
+            tls,
             me: me.clone(),
             url: url.to_string(),
             opts,
@@ -771,7 +814,14 @@ impl Client {
         let t = inner.opts.request_timeout;
         // Held on a connection of its own (see `Lock`); it is not resumed
         // after a drop, since the hub releases the lock with the connection.
-        let link = Link::open(&inner.url, inner.opts.token.as_deref(), t, Box::new(|| {})).await?;
+        let link = Link::open(
+            &inner.url,
+            inner.opts.token.as_deref(),
+            inner.tls.as_ref(),
+            t,
+            Box::new(|| {}),
+        )
+        .await?;
         let conn = Arc::new(LockConn(link));
         let r = conn
             .0

@@ -42,6 +42,11 @@ pub struct ServerConfig {
     /// accepts no bytes, or its queued responses never drain) is
     /// disconnected with close code 1008 and a warning (default 30 s).
     pub slow_client_timeout: Duration,
+    /// A TCP connection must finish its TLS handshake and send its HTTP
+    /// request headers within this time, or it is dropped (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Serve `https://` and `wss://` with this PEM certificate chain and key.
+    pub tls: Option<TlsFiles>,
     /// How long a graceful shutdown waits for connections to close (default 5 s).
     pub shutdown_grace: Duration,
     /// How often expired keys are swept and their `expire` events sent
@@ -71,12 +76,23 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(30),
             protected_mode: true,
             slow_client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            tls: None,
             shutdown_grace: Duration::from_secs(5),
             expiry_sweep_interval: Duration::from_millis(10),
             allowed_origins: Vec::new(),
             tokens: Tokens::new(),
         }
     }
+}
+
+/// Where the hub's TLS certificate chain and private key are (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// The hard ceiling on `max_nesting`: deeper JSON would risk the parser's stack.

@@ -12,6 +12,7 @@ mod config;
 mod connection;
 mod dispatch;
 mod http;
+mod listen;
 mod methods;
 mod metrics;
 mod outbox;
@@ -33,7 +34,7 @@ pub use admission::{
     exposes_beyond_loopback, origin_allowed, protected_mode_allows, PROTECTED_MODE_REFUSAL,
 };
 pub use auth::{Role, Tokens};
-pub use config::{ServerConfig, MAX_NESTING_CEILING};
+pub use config::{ServerConfig, TlsFiles, MAX_NESTING_CEILING};
 pub use metrics::Metrics;
 
 use crate::locks::Locks;
@@ -117,12 +118,18 @@ impl MemService {
         if cfg.ping_interval.is_zero()
             || cfg.expiry_sweep_interval.is_zero()
             || cfg.slow_client_timeout.is_zero()
+            || cfg.handshake_timeout.is_zero()
         {
             return invalid(
-                "ping_interval, expiry_sweep_interval and slow_client_timeout must be above zero"
+                "ping_interval, expiry_sweep_interval, slow_client_timeout and handshake_timeout \
+                 must be above zero"
                     .into(),
             );
         }
+        let tls = match &cfg.tls {
+            Some(files) => Some(listen::tls_acceptor(&files.cert, &files.key)?),
+            None => None,
+        };
         let listener = TcpListener::bind((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
@@ -148,6 +155,7 @@ impl MemService {
             listener,
             local_addr,
             hub,
+            tls,
         })
     }
 }
@@ -157,6 +165,7 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     hub: Arc<Hub>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Stops a running hub from anywhere; cloneable.
@@ -206,7 +215,13 @@ impl Server {
             listener,
             local_addr,
             hub,
+            tls,
         } = self;
+        let (ws, http) = if tls.is_some() {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
         // An unspecified bind address is not a URL anyone can open; show the
         // loopback one, which always reaches this hub from this machine.
         let browse = if local_addr.ip().is_unspecified() {
@@ -220,7 +235,7 @@ impl Server {
             local_addr
         };
         info!(
-            "memhub {} listening on ws://{local_addr}/ws (open http://{browse}/ in a browser)",
+            "memhub {} listening on {ws}://{local_addr}/ws (open {http}://{browse}/ in a browser)",
             env!("CARGO_PKG_VERSION")
         );
         if !hub.config.tokens.is_empty() {
@@ -241,11 +256,8 @@ impl Server {
             }
         }
         let sweeper = tokio::spawn(sweep_expired(hub.clone()));
-        let app = http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let token = hub.shutdown.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await?;
+        let app = http::router(hub.clone());
+        listen::serve(listener, app, hub.clone(), tls).await;
         hub.tracker.close();
         let open = hub.tracker.len();
         if open > 0 {
