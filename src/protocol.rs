@@ -161,7 +161,9 @@ impl RpcError {
     pub fn forbidden(method: &str) -> Self {
         Self::new(
             code::FORBIDDEN,
-            format!("forbidden: this connection's token is read-only and {method:?} changes data"),
+            format!(
+                "{method:?} is not allowed with a read-only token (it may change shared state)"
+            ),
         )
         .with_data(json!({ "method": method }))
     }

@@ -130,6 +130,11 @@ async fn a_read_token_reads_and_watches_but_never_writes() {
         let err = expect_err(&mut r, method, params, -32010).await;
         assert_eq!(err["data"], json!({ "method": method }), "{err}");
     }
+    // The role is checked before the params' shape.
+    r.send_text(r#"{"jsonrpc":"2.0","id":"pos","method":"update","params":["k",9]}"#)
+        .await;
+    let resp = r.recv_response().await;
+    assert_eq!(resp["error"]["code"], -32010, "{resp}");
     // Unknown methods are still "not found", not "forbidden".
     expect_err(&mut r, "frobnicate", json!({}), -32601).await;
     // Nothing changed, and the watcher still sees the writer's changes.

@@ -12,11 +12,11 @@ and has no authentication configured, so it accepts WebSocket connections \
 only from this machine (loopback addresses).
 
 To let other hosts connect, either
+  * configure access tokens (`--token TOKEN`, `--read-token TOKEN` or \
+`--token-file PATH`; clients then send `Authorization: Bearer TOKEN`), or
   * restart it with `--protected-mode off` (or MEMHUB_PROTECTED_MODE=off) if \
 every host that can reach this port is trusted, or
   * bind it to 127.0.0.1 and put an authenticating proxy in front of it.
-Token authentication (`--token`), which satisfies protected mode by itself, \
-is not available in this version yet.
 ";
 
 fn is_loopback(ip: IpAddr) -> bool {

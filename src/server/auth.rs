@@ -134,11 +134,11 @@ pub fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<Strin
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        if let Some(t) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(t.trim().to_string());
+        // The scheme name is case-insensitive (RFC 9110).
+        if let Some((scheme, t)) = v.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(t.trim().to_string());
+            }
         }
     }
     form_urlencoded::parse(query?.as_bytes())
@@ -185,6 +185,8 @@ mod tests {
         assert_eq!(presented_token(&h, None), None);
         h.insert(header::AUTHORIZATION, "Bearer hdr".parse().unwrap());
         assert_eq!(presented_token(&h, Some("token=q")), Some("hdr".into()));
+        h.insert(header::AUTHORIZATION, "BEARER up".parse().unwrap());
+        assert_eq!(presented_token(&h, None), Some("up".into()));
     }
 
     #[test]

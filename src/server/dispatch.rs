@@ -157,29 +157,29 @@ async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<St
     else {
         return invalid(session, "\"method\" must be a string");
     };
+    let method = Method::from_name(&name);
     let params = match req.params.map(RawValue::get) {
-        None | Some("null") => "{}",
-        Some(p) if p.starts_with('{') => p,
-        Some(p) if p.starts_with('[') => {
-            let method = Method::from_name(&name);
-            session.hub.metrics.request(method, false);
-            let err = RpcError::invalid_params(
-                "params must be an object of named parameters; positional arrays are not supported",
-            );
-            return id.map(|id| error_response(id, &err));
-        }
+        None | Some("null") => Ok("{}"),
+        Some(p) if p.starts_with('{') => Ok(p),
+        Some(p) if p.starts_with('[') => Err(RpcError::invalid_params(
+            "params must be an object of named parameters; positional arrays are not supported",
+        )),
         Some(_) => return invalid(session, "\"params\" must be an object"),
     };
-    let method = Method::from_name(&name);
     let mut out = String::with_capacity(64);
     out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
     out.push_str(reply_id);
     out.push_str(",\"result\":");
     let start = out.len();
-    let result = if session.role().allows(method) {
-        methods::call(session, method, &name, params, &mut out).await
-    } else {
+    // The role is checked before the params: a read token learns nothing
+    // about a write method beyond "forbidden".
+    let result = if !session.role().allows(method) {
         Err(RpcError::forbidden(&name))
+    } else {
+        match params {
+            Ok(params) => methods::call(session, method, &name, params, &mut out).await,
+            Err(e) => Err(e),
+        }
     };
     session.hub.metrics.request(method, result.is_ok());
     let id = id?;

@@ -25,7 +25,7 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections accepted since start.
     pub connections_total: Counter,
-    /// Upgrades refused (origin, protected mode, cap).
+    /// Upgrades refused (token, origin, protected mode, cap).
     pub connections_rejected: Counter,
     keys: Gauge,
     subscriptions: Gauge,
@@ -97,7 +97,7 @@ impl Metrics {
         );
         r.register(
             "connections_rejected",
-            "WebSocket upgrades refused (browser origin, protected mode or connection cap)",
+            "WebSocket upgrades refused (token, browser origin, protected mode or connection cap)",
             m.connections_rejected.clone(),
         );
         r.register("keys", "Keys stored", m.keys.clone());
