@@ -65,13 +65,27 @@ pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
 }
 
 fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
+    // Anything but an object is not a request (serde would also read an
+    // array positionally into the struct); bad syntax is still -32700.
+    if !text.trim_start().starts_with('{') {
+        return Err(match syntax_error(text) {
+            Some(e) => RpcError::parse_error(e),
+            None => RpcError::invalid_request("a request must be a JSON object"),
+        });
+    }
     from_str_prechecked::<RawRequest>(text).map_err(|e| match e.classify() {
-        Category::Data if !text.trim_start().starts_with('{') => {
-            RpcError::invalid_request("a request must be a JSON object")
-        }
-        Category::Data => RpcError::invalid_request(e),
+        // A type error can surface before a later syntax error; syntax wins.
+        Category::Data => match syntax_error(text) {
+            Some(syntax) => RpcError::parse_error(syntax),
+            None => RpcError::invalid_request(e),
+        },
         _ => RpcError::parse_error(e),
     })
+}
+
+/// The syntax error in `text`, if it is not well-formed JSON (error path only).
+fn syntax_error(text: &str) -> Option<serde_json::Error> {
+    from_str_prechecked::<serde::de::IgnoredAny>(text).err()
 }
 
 async fn handle_batch(session: &mut Session, text: &str) -> Option<String> {

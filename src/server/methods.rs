@@ -184,7 +184,35 @@ fn check_value(session: &Session, raw: &serde_json::value::RawValue) -> Result<A
             value.len()
         )));
     }
+    if may_be_unrepresentable(&value) {
+        // Raw JSON accepts lone surrogate escapes and numbers out of f64's
+        // range; refuse them, or patch/merge/incr could not read them back.
+        from_str_prechecked::<Value>(&value)
+            .map_err(|e| RpcError::invalid_params(format!("value cannot be stored: {e}")))?;
+    }
     Ok(Arc::from(value.as_ref()))
+}
+
+/// Cheap screen for what raw JSON validation lets through but a full parse
+/// refuses: `\u` escapes (lone surrogates) and numbers with an exponent or
+/// more than 17 digits (out of range). Most values have neither.
+fn may_be_unrepresentable(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut digits = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 17 {
+                    return true;
+                }
+            }
+            b'e' | b'E' if i > 0 && (b[i - 1].is_ascii_digit() || b[i - 1] == b'.') => return true,
+            b'u' if i > 0 && b[i - 1] == b'\\' => return true,
+            _ => digits = 0,
+        }
+    }
+    false
 }
 
 fn check_ttl(ttl_ms: Option<u64>) -> Result<(), RpcError> {
