@@ -298,7 +298,7 @@ fn connect_failure(url: &str, e: Error) -> Failure {
     } else if detail.contains("401") {
         "the hub requires a token: pass --token or set MEMHUB_TOKEN"
     } else if detail.contains("403") {
-        "the hub refused this client (protected mode, or a token without access)"
+        "the hub refused this client (protected mode, or a browser origin it does not allow)"
     } else {
         "is a hub running there? Start one with `memhub serve`, or point --url (or MEMHUB_URL) at a running hub"
     };

@@ -40,7 +40,9 @@ pub struct ServerConfig {
     pub protected_mode: bool,
     /// A client that takes none of its responses for this long (its socket
     /// accepts no bytes, or its queued responses never drain) is
-    /// disconnected with close code 1008 and a warning (default 30 s).
+    /// disconnected, with a warning in the log (default 30 s): with close
+    /// code 1008 when a close frame can still get through, else by dropping
+    /// the TCP connection.
     pub slow_client_timeout: Duration,
     /// A TCP connection must finish its TLS handshake and send its HTTP
     /// request headers within this time, or it is dropped (default 10 s).
