@@ -36,6 +36,7 @@ test:
     step doctests cargo test --doc
     step examples "{{just_executable()}}" --justfile "{{justfile()}}" examples
     step example-shared-lock cargo run --quiet --example shared_lock
+    step soak-60s "{{just_executable()}}" --justfile "{{justfile()}}" soak-seconds 60
     # Later: JS client tests (node:test + ws) and dashboard browser tests
     # (playwright-core + Debian's chromium) go here, e.g.
     #   step js npm --prefix tests/js test
@@ -51,49 +52,25 @@ test:
 examples:
     #!/usr/bin/env bash
     set -euo pipefail
-    port=18871
     cargo build --quiet --bin memhub --examples
-    # Ready when GET /healthz answers 200 (curl if present, else bash's /dev/tcp).
-    healthy() {
-        if command -v curl >/dev/null; then
-            curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1
-        else
-            (exec 3<>"/dev/tcp/127.0.0.1/$port" &&
-                printf 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3 &&
-                timeout 1 head -n1 <&3 | grep -q ' 200 ') 2>/dev/null
-        fi
-    }
-    # A hub already answering there would be tested instead of ours.
-    if healthy; then echo "!! just examples: port $port is busy; stop what listens there"; exit 1; fi
-    log=$(mktemp)
-    "${CARGO_TARGET_DIR:-target}/debug/memhub" serve --host 127.0.0.1 --port "$port" 2>"$log" &
-    hub=$!
-    stop_hub() {
-        local rc=$?
-        kill "$hub" 2>/dev/null || true
-        wait "$hub" 2>/dev/null || true
-        if [ "$rc" -ne 0 ]; then echo "!! just examples: failed; the hub's log:"; cat "$log"; fi
-        rm -f "$log"
-        exit "$rc"
-    }
-    trap stop_hub EXIT
-    for _ in $(seq 100); do
-        kill -0 "$hub" 2>/dev/null || { echo "!! just examples: the hub exited (is port $port busy?)"; exit 1; }
-        if healthy; then break; fi
-        sleep 0.1
-    done
-    healthy || { echo "!! just examples: the hub on port $port did not become ready"; exit 1; }
-    export MEMHUB_URL="ws://127.0.0.1:$port/ws"
-    run() {
-        local name="$1" t0=$SECONDS; shift
-        echo "==> just examples: cargo run --example $name${*:+ -- $*}"
-        cargo run --quiet --example "$name" -- "$@"
-        echo "<== just examples: $name ok ($((SECONDS - t0))s)"
-    }
-    run shared_counter
-    run watch --demo
-    run memoize_with
+    scripts/with-hub.sh --bin "${CARGO_TARGET_DIR:-target}/debug/memhub" --port 18871 -- bash -c '
+        set -euo pipefail
+        for ex in "shared_counter" "watch -- --demo" "memoize_with"; do
+            t0=$SECONDS
+            echo "==> just examples: cargo run --example $ex"
+            cargo run --quiet --example $ex
+            echo "<== just examples: $ex ok ($((SECONDS - t0))s)"
+        done'
     # shared_lock starts its own hub; `just test` runs it as a step of its own.
+
+# Chaos soak (`memhub bench --mode chaos`) of a separate release hub for `minutes`, checking its RSS; PASS or FAIL
+soak minutes="10":
+    @just soak-seconds $(({{minutes}}*60))
+
+# The soak for a number of seconds (`just test` runs 60)
+soak-seconds seconds:
+    cargo build --release --quiet --bin memhub
+    scripts/with-hub.sh --port 18873 -- bash -c 'exec "$MEMHUB_BIN" bench --mode chaos --url "$MEMHUB_URL" --pid "$MEMHUB_PID" --seconds {{seconds}}'
 
 # Criterion benches of the store and event encoding (extra args go to criterion, e.g. `just bench --quick`)
 bench *args:

@@ -89,6 +89,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
         errors: total.errors,
         latency_us: Latency::from_nanos(&total.hist),
         fanout: None,
+        chaos: None,
     })
 }
 

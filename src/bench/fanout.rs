@@ -187,6 +187,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
             missed_events: missed,
             lagged,
         }),
+        chaos: None,
     })
 }
 

@@ -14,8 +14,9 @@
 //! Modes: `get`, `update`, `mixed`, `memoize`, `incr` (request/response on
 //! keys `bench:{n}`; `incr` uses `bench:incr:{n}` so that it never meets the
 //! string values the other modes leave behind), `fanout` and `prefix-fanout`
-//! (one publisher, many subscribers; see [`fanout`]) and `connect`
-//! (connection setup rate).
+//! (one publisher, many subscribers; see [`fanout`]), `connect`
+//! (connection setup rate) and `chaos` (a soak under abuse with a PASS/FAIL
+//! verdict; see [`chaos`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -34,6 +35,7 @@
 //! # }
 //! ```
 
+pub mod chaos;
 mod connect;
 pub mod fanout;
 mod progress;
@@ -50,7 +52,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use report::{FanoutReport, Latency, Report};
+pub use report::{ChaosReport, FanoutReport, HubState, Latency, Report};
 
 /// How long `run` measures when neither `--seconds` nor `--requests` is given.
 pub const DEFAULT_SECONDS: u64 = 10;
@@ -116,6 +118,17 @@ pub struct BenchConfig {
     #[arg(long)]
     pub spawn: bool,
 
+    /// The hub's largest WebSocket message in bytes (its --max-message-bytes):
+    /// `--mode chaos` sends messages 1 MiB over it and expects close code
+    /// 1009. With --spawn, the in-process hub gets this limit.
+    #[arg(long, default_value_t = 16 << 20, value_parser = RangedU64ValueParser::<usize>::new().range(1024..=(1 << 30)))]
+    pub max_message_bytes: usize,
+
+    /// Process id of an external hub, for `--mode chaos` to read its RSS
+    /// from /proc/PID/status (with --spawn the RSS of this process is read).
+    #[arg(long)]
+    pub pid: Option<u32>,
+
     /// Print the report as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -142,6 +155,8 @@ impl Default for BenchConfig {
             mixed_get_ratio: 0.9,
             subscribers: 100,
             spawn: false,
+            max_message_bytes: 16 << 20,
+            pid: None,
             json: false,
             progress: false,
         }
@@ -170,6 +185,11 @@ pub enum Mode {
     /// Connection setup: open a WebSocket, send `version`, read the answer,
     /// close.
     Connect,
+    /// A soak: valid traffic from `--clients` connections plus resets,
+    /// reconnect storms, oversized and garbage messages and vanishing lock
+    /// holders; then checks known keys, hub state and RSS. Prints PASS or
+    /// FAIL (and exits non-zero on FAIL).
+    Chaos,
 }
 
 impl Mode {
@@ -184,6 +204,7 @@ impl Mode {
             Mode::Fanout => "fanout",
             Mode::PrefixFanout => "prefix-fanout",
             Mode::Connect => "connect",
+            Mode::Chaos => "chaos",
         }
     }
 }
@@ -236,8 +257,15 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
     if cfg.duration.is_some_and(|d| d.is_zero()) {
         bail!("--seconds must be above zero");
     }
+    if cfg.mode == Mode::Chaos && cfg.requests.is_some() {
+        bail!("--requests does not apply to --mode chaos; use --seconds");
+    }
     let hub = if cfg.spawn {
-        Some(SpawnedHub::start().await?)
+        let config = crate::ServerConfig {
+            max_message_bytes: cfg.max_message_bytes,
+            ..crate::ServerConfig::default()
+        };
+        Some(SpawnedHub::start(config).await?)
     } else {
         None
     };
@@ -251,9 +279,18 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
         }
         Mode::Fanout | Mode::PrefixFanout => fanout::run(cfg, &url).await,
         Mode::Connect => connect::run(cfg, &url).await,
+        Mode::Chaos => chaos::run(cfg, &url).await,
     };
     if let Some(h) = hub {
         h.stop().await;
+    }
+    // A failed soak is an error (a non-zero exit for the CLI), but its report
+    // is what explains the failure: print it first.
+    if let Ok(r) = &result {
+        if let Some(c) = r.chaos.as_ref().filter(|c| !c.passed) {
+            r.print(cfg.json);
+            bail!("chaos soak FAILED: {}", c.failures.join("; "));
+        }
     }
     result
 }
@@ -266,8 +303,9 @@ struct SpawnedHub {
 }
 
 impl SpawnedHub {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(config: crate::ServerConfig) -> anyhow::Result<Self> {
         let server = crate::MemService::new("127.0.0.1", 0)
+            .with_config(config)
             .bind()
             .await
             .context("cannot start the in-process hub")?;
@@ -615,6 +653,8 @@ mod tests {
         assert_eq!(c.value_size, d.value_size);
         assert_eq!(c.mixed_get_ratio, d.mixed_get_ratio);
         assert_eq!(c.subscribers, d.subscribers);
+        assert_eq!(c.max_message_bytes, d.max_message_bytes);
+        assert_eq!(c.pid, d.pid);
         let c = Cli::try_parse_from([
             "x",
             "--mode",

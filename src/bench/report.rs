@@ -1,5 +1,7 @@
 //! What a run measured, for people and for machines.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -93,6 +95,168 @@ pub struct Report {
     /// Fan-out figures, in the fan-out modes only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fanout: Option<FanoutReport>,
+    /// Soak figures and the verdict, in `chaos` mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosReport>,
+}
+
+/// The hub-wide numbers of `stats` that must return to their baseline once
+/// the chaos connections are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HubState {
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Live subscriptions.
+    pub subscriptions: u64,
+    /// Locks held.
+    pub locks_held: u64,
+    /// `lock` requests waiting.
+    pub lock_waiters: u64,
+    /// Keys stored.
+    pub keys: u64,
+}
+
+impl std::fmt::Display for HubState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connections, {} subscriptions, {} locks held, {} lock waiters",
+            self.connections, self.subscriptions, self.locks_held, self.lock_waiters
+        )
+    }
+}
+
+/// The `chaos` part of a report: what was thrown at the hub, what came back,
+/// and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChaosReport {
+    /// True when nothing below failed.
+    pub passed: bool,
+    /// Why the run failed (empty when it passed).
+    pub failures: Vec<String>,
+    /// Seconds of chaos before the measured period (not in `ops`).
+    pub warmup_seconds: f64,
+    /// Operations of the measured period by kind: requests by method,
+    /// events received, connections reset, oversized and garbage messages
+    /// sent, storm connections, lock hand-overs.
+    pub ops: BTreeMap<String, u64>,
+    /// Errors and closes that were the right answer (a `get` of an absent
+    /// key, a busy lock, a garbage frame's error, close 1009, `lagged`),
+    /// by kind, in the measured period.
+    pub expected_errors: BTreeMap<String, u64>,
+    /// Everything that should not have happened, warmup included: a valid
+    /// request that failed, a connection that should have lived and died, a
+    /// wrong answer, an event out of order, no 1009, a lock not passed on.
+    pub unexpected_errors: u64,
+    /// The first few unexpected errors, described.
+    pub unexpected_samples: Vec<String>,
+    /// Known keys written before the chaos (`chaos:known:{n}`).
+    pub known_keys: u64,
+    /// Known keys found afterwards with their value and rev unchanged.
+    pub known_keys_intact_count: u64,
+    /// True when every known key is intact and no other key appeared under
+    /// the prefix.
+    pub known_keys_intact: bool,
+    /// False when the hub stopped answering (a `stats` call timed out or the
+    /// hub refused new connections).
+    pub hub_answering: bool,
+    /// Whose RSS was measured: `in-process` (`--spawn`: this process, hub
+    /// and load together), `pid N`, or absent when not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_source: Option<String>,
+    /// RSS after the known keys and the warmup, with the hub back at its
+    /// baseline.
+    pub rss_before_bytes: Option<u64>,
+    /// RSS after the chaos, with the hub back at its baseline.
+    pub rss_after_bytes: Option<u64>,
+    /// `rss_after_bytes - rss_before_bytes`.
+    pub rss_growth_bytes: Option<i64>,
+    /// The growth allowed: max(32 MiB, 25 % of the RSS before).
+    pub rss_growth_limit_bytes: Option<u64>,
+    /// Hub state before the warmup.
+    pub baseline: HubState,
+    /// Hub state after the chaos (absent when `stats` failed).
+    pub after: Option<HubState>,
+    /// Most connections `stats` reported during the measured period.
+    pub max_connections_seen: u64,
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn signed_mib(bytes: i64) -> String {
+    let sign = if bytes < 0 { "-" } else { "+" };
+    format!("{sign}{}", mib(bytes.unsigned_abs()))
+}
+
+fn counts_line(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".to_string();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ChaosReport {
+    fn human(&self, s: &mut String) {
+        s.push_str(&format!("  operations: {}\n", counts_line(&self.ops)));
+        s.push_str(&format!(
+            "  expected errors: {}\n",
+            counts_line(&self.expected_errors)
+        ));
+        s.push_str(&format!(
+            "  unexpected errors: {}\n",
+            self.unexpected_errors
+        ));
+        for e in &self.unexpected_samples {
+            s.push_str(&format!("    - {e}\n"));
+        }
+        s.push_str(&format!(
+            "  known keys intact: {} ({}/{})\n",
+            self.known_keys_intact, self.known_keys_intact_count, self.known_keys
+        ));
+        s.push_str(&format!(
+            "  hub answering: {}; hub state before: {}\n",
+            self.hub_answering, self.baseline
+        ));
+        match &self.after {
+            Some(a) => s.push_str(&format!(
+                "  hub state after: {a} (at most {} connections during the run)\n",
+                self.max_connections_seen
+            )),
+            None => s.push_str("  hub state after: unknown (stats failed)\n"),
+        }
+        match (
+            &self.rss_source,
+            self.rss_before_bytes,
+            self.rss_after_bytes,
+            self.rss_growth_bytes,
+            self.rss_growth_limit_bytes,
+        ) {
+            (Some(src), Some(b), Some(a), Some(g), Some(l)) => s.push_str(&format!(
+                "  RSS ({src}): before {}, after {}, growth {} (limit {})\n",
+                mib(b),
+                mib(a),
+                signed_mib(g),
+                mib(l)
+            )),
+            (Some(src), ..) => s.push_str(&format!("  RSS ({src}): could not be read\n")),
+            (None, ..) => s.push_str(
+                "  RSS: not measured (use --spawn, or --pid with the hub's process id)\n",
+            ),
+        }
+        if self.passed {
+            s.push_str("PASS\n");
+        } else {
+            s.push_str("FAIL\n");
+            for f in &self.failures {
+                s.push_str(&format!("  - {f}\n"));
+            }
+        }
+    }
 }
 
 /// Rounds a rate to one decimal.
@@ -127,6 +291,13 @@ impl Report {
             Mode::Connect => {
                 s.push_str(&format!("  {} clients\n", self.clients));
             }
+            Mode::Chaos => {
+                let warmup = self.chaos.as_ref().map_or(0.0, |c| c.warmup_seconds);
+                s.push_str(&format!(
+                    "  {} valid clients, pipeline {}, {}-character pads; {warmup:.1} s of warmup chaos before the measured period\n",
+                    self.clients, self.pipeline, self.value_size
+                ));
+            }
             _ => {
                 s.push_str(&format!(
                     "  {} clients, pipeline {}, {} keys, {}-character values\n",
@@ -134,22 +305,25 @@ impl Report {
                 ));
             }
         }
-        let what = match self.mode {
-            Mode::Fanout | Mode::PrefixFanout => "publishes",
-            Mode::Connect => "connections",
-            _ => "requests",
+        let (what, errors) = match self.mode {
+            Mode::Fanout | Mode::PrefixFanout => ("publishes", "errors"),
+            Mode::Connect => ("connections", "errors"),
+            Mode::Chaos => ("operations", "unexpected errors"),
+            _ => ("requests", "errors"),
         };
         s.push_str(&format!(
-            "  {} {what} in {:.2} s: {} per second, {} errors\n",
+            "  {} {what} in {:.2} s: {} per second, {} {errors}\n",
             self.ops,
             self.seconds,
             thousands(self.ops_per_sec),
             self.errors
         ));
-        s.push_str(&format!(
-            "  latency µs  {}\n",
-            latency_line(&self.latency_us)
-        ));
+        let latency = if self.mode == Mode::Chaos {
+            "  valid request latency µs  "
+        } else {
+            "  latency µs  "
+        };
+        s.push_str(&format!("{latency}{}\n", latency_line(&self.latency_us)));
         if let Some(f) = &self.fanout {
             s.push_str(&format!(
                 "  {} deliveries: {} per second; missed: {}\n",
@@ -163,7 +337,19 @@ impl Report {
             ));
             s.push_str(&format!("  delivery µs {}\n", latency_line(&f.latency_us)));
         }
+        if let Some(c) = &self.chaos {
+            c.human(&mut s);
+        }
         s
+    }
+
+    /// Prints the report to stdout: one JSON line, or [`Report::human`].
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.to_json_line());
+        } else {
+            self.print_human();
+        }
     }
 
     /// Prints [`Report::human`] to stdout.
@@ -229,6 +415,7 @@ mod tests {
                 missed_events: 0,
                 lagged: 0,
             }),
+            chaos: None,
         };
         let line = r.to_json_line();
         assert!(!line.contains('\n'));
