@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tracing::debug;
@@ -19,7 +19,7 @@ use super::admission::{
     origin_allowed, origin_refusal, protected_mode_allows, PROTECTED_MODE_REFUSAL,
 };
 use super::auth::{presented_token, Role, UNAUTHORIZED};
-use super::{connection, Hub};
+use super::{assets, connection, Hub};
 
 /// Per-connection socket buffers: small, so 10,000 idle connections stay cheap.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -31,7 +31,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/", get(index))
+        .route("/", get(assets::index))
+        .route("/{*path}", get(assets::file))
         .with_state(hub)
 }
 
@@ -114,8 +115,4 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         hub.metrics.render(&hub.store, &hub.locks),
     )
         .into_response()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../web/index.html"))
 }

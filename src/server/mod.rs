@@ -7,6 +7,7 @@
 //! connection with 1001, wait at most `shutdown_grace`).
 
 mod admission;
+mod assets;
 mod auth;
 mod config;
 mod connection;
