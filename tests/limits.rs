@@ -914,3 +914,56 @@ async fn bad_input_never_disturbs_others_or_data() {
         "the first event the good subscriber sees is the first real write"
     );
 }
+
+#[tokio::test]
+async fn batch_reply_is_capped_near_the_message_limit() {
+    let hub = TestHub::with_config(ServerConfig {
+        max_message_bytes: 64 * 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = hub.client().await;
+    let big = "x".repeat(10 * 1024);
+    c.call("update", json!({"key": "big", "value": big})).await;
+
+    // 20 reads of a 10 KiB value, a write and a notification: the reply
+    // outgrows 64 KiB after the seventh read; the rest is answered "not run".
+    let mut items: Vec<Value> = (0..20)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "get", "params": {"key": "big"}}))
+        .collect();
+    items.push(json!({"jsonrpc": "2.0", "id": "w", "method": "update",
+        "params": {"key": "late", "value": 1}}));
+    items.push(json!({"jsonrpc": "2.0", "method": "update",
+        "params": {"key": "late-notification", "value": 1}}));
+    c.send_text(Value::Array(items).to_string()).await;
+    let resp = c.recv_response().await;
+    let arr = resp.as_array().unwrap_or_else(|| panic!("array: {resp}"));
+    assert_eq!(
+        arr.len(),
+        21,
+        "one answer per request with an id, none for the notification"
+    );
+    let answered = arr.iter().take_while(|r| r.get("result").is_some()).count();
+    assert_eq!(answered, 7, "reads answered before the reply passed 64 KiB");
+    for r in &arr[..answered] {
+        assert_eq!(r["result"]["value"].as_str().map(str::len), Some(big.len()));
+    }
+    for (i, r) in arr.iter().enumerate().skip(answered) {
+        let id = if i == 20 { json!("w") } else { json!(i) };
+        let err = assert_error(r, &id, -32011);
+        assert_eq!(
+            err["data"],
+            json!({"limit": "response_bytes", "max": 64 * 1024})
+        );
+        assert!(
+            err["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not run")),
+            "{err}"
+        );
+    }
+    // The skipped write and notification did not run; the connection is fine.
+    expect_err(&mut c, "get", json!({"key": "late"}), -32001).await;
+    expect_err(&mut c, "get", json!({"key": "late-notification"}), -32001).await;
+    assert_usable(&mut c).await;
+}

@@ -118,9 +118,15 @@ async fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
             ),
         ));
     }
+    // The reply is one frame held in memory whole: once it has outgrown the
+    // message limit, the rest of the batch is answered "not run" instead of
+    // running, so a batch of large reads cannot build a reply of
+    // max_batch × max_value bytes. One reply overshoots by at most one result.
+    let budget = session.hub.config.max_message_bytes;
     let mut out = String::new();
     for item in items {
         let response = match parse(item.get()) {
+            Ok(req) if out.len() > budget => not_run(session, &req, out.len(), budget),
             Ok(req) => handle_request(session, req).await,
             Err(err) => {
                 session.hub.metrics.request(Method::Other, false);
@@ -138,6 +144,29 @@ async fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
         out.push(']');
         Some(out)
     }
+}
+
+/// The answer to a batch member skipped because the batch's reply already
+/// holds `held` bytes, over `budget`: a `-32011` error for a request with a
+/// usable id, nothing for a notification.
+fn not_run(session: &Session, req: &RawRequest<'_>, held: usize, budget: usize) -> Option<String> {
+    session.hub.metrics.request(Method::Other, false);
+    let id = req.id?;
+    let id = match id.get().as_bytes().first() {
+        Some(b'"' | b'-' | b'0'..=b'9' | b'n') => id.get(),
+        _ => NULL_ID,
+    };
+    Some(error_response(
+        id,
+        &RpcError::limit_exceeded(
+            "response_bytes",
+            budget,
+            format!(
+                "not run: this batch's reply already holds {held} bytes, over the limit of {budget} \
+                 (the message size limit); send the rest in another batch"
+            ),
+        ),
+    ))
 }
 
 /// Validates the envelope and runs the method. Invalid requests are always
