@@ -206,3 +206,105 @@ fn tokens_never_show_in_debug_output() {
     };
     assert!(!format!("{cfg:?}").contains("super-secret-value"));
 }
+
+/// The real binary at the most verbose log level, driven with right and wrong
+/// tokens in the query and in headers (and a token file): no token ever
+/// appears in its log or in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_log_or_metrics() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    const WRITE: &str = "write-tok-3f9a1c";
+    const READ: &str = "read-tok-77b2e0";
+    const FILED: &str = "filed-tok-c41d88";
+    const WRONG: &str = "wrong-tok-0e5b19";
+    let dir = std::env::temp_dir().join(format!("memhub-auth-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let token_file = dir.join("tokens");
+    std::fs::write(&token_file, format!("# test\nread {FILED}\n")).expect("token file");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memhub"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--token", WRITE, "--read-token", READ])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env("RUST_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memhub");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).expect("read log");
+        assert!(n > 0, "memhub exited early; log: {log}");
+        log.push_str(&line);
+        if let Some((_, rest)) = line.split_once("listening on ws://") {
+            break rest.split_once("/ws").expect("ws://ADDR/ws").0.to_string();
+        }
+    };
+    // Keep draining the log so the hub never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let url = format!("ws://{addr}/ws");
+
+    let mut w = Client::connect(&format!("{url}?token={WRITE}")).await;
+    w.call("update", json!({"key": "k", "value": 1})).await;
+    let mut r = client_with(&url, Some(READ)).await;
+    r.call("get", json!({"key": "k"})).await;
+    expect_err(&mut r, "update", json!({"key": "k", "value": 2}), -32010).await;
+    let mut f = Client::connect(&format!("{url}?token={FILED}")).await;
+    f.call("subscribe", json!({"key": "k"})).await;
+    for attempt in [
+        format!("{url}?token={WRONG}"),
+        format!("{url}?x=1&token={WRONG}&y=2"),
+    ] {
+        assert_eq!(upgrade_status(&attempt, &[]).await, 401);
+    }
+    let bearer = format!("Bearer {WRONG}");
+    assert_eq!(
+        upgrade_status(&url, &[("authorization", bearer.as_str())]).await,
+        401
+    );
+    // A plain HTTP request with a token in its query string.
+    let metrics = plain_http_get(&addr, &format!("/metrics?token={WRONG}")).await;
+    assert!(metrics.contains("memhub_"), "{metrics}");
+    drop((w, r, f));
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = child.wait().expect("wait for memhub");
+    assert!(status.success(), "{status}");
+    log.push_str(&drain.join().expect("log reader"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(
+        log.contains("upgrade refused"),
+        "the refusals are logged: {log}"
+    );
+    for token in [WRITE, READ, FILED, WRONG] {
+        assert!(!log.contains(token), "token {token} in the log:\n{log}");
+        assert!(!metrics.contains(token), "token {token} in /metrics");
+    }
+}
+
+/// The body of `GET path` over a plain TCP socket (HTTP/1.1, one request).
+async fn plain_http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
