@@ -12,7 +12,7 @@ run *args:
     cargo run --release -- serve "$@"
 
 # Runs every step even after one fails, then names the failed steps and exits non-zero.
-# Everything CI checks: fmt, clippy, Rust tests (unit, integration, benches once), doctests, examples
+# Everything CI checks: fmt, clippy, Rust tests (unit, integration, benches once), doctests, examples, soak, JS client and browser tests
 test:
     #!/usr/bin/env bash
     set -uo pipefail
@@ -37,10 +37,8 @@ test:
     step examples "{{just_executable()}}" --justfile "{{justfile()}}" examples
     step example-shared-lock cargo run --quiet --example shared_lock
     step soak-60s "{{just_executable()}}" --justfile "{{justfile()}}" soak-seconds 60
-    # Later: JS client tests (node:test + ws) and dashboard browser tests
-    # (playwright-core + Debian's chromium) go here, e.g.
-    #   step js npm --prefix tests/js test
-    #   step browser npm --prefix tests/js run browser
+    step js-client env MEMHUB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/memhub" npm --prefix tests/js test
+    step browser env MEMHUB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/memhub" npm --prefix tests/js run browser
     echo
     if [ ${#failed[@]} -gt 0 ]; then
         echo "!! just test: FAILED steps: ${failed[*]} ($((SECONDS - started))s)"
@@ -93,8 +91,19 @@ setup:
     rustc --version
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
-    # Later issues add their installs here, each skipped when already present, e.g.
-    #   npm: (cd tests/js && npm ci --no-audit --no-fund)
-    #   chromium for browser tests:
-    #     command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+    # Root installs Debian packages directly; anyone else needs sudo.
+    apt_install() {
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+    }
+    echo "==> just setup: Node.js and npm (JS client and dashboard tests)"
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+    node --version
+    echo "==> just setup: npm packages in tests/js (ws, playwright-core)"
+    npm --prefix tests/js ci --no-audit --no-fund --loglevel=error
+    echo "==> just setup: Chromium for the dashboard tests (Debian's; Playwright's download does not work here)"
+    if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+    /usr/bin/chromium --version
     echo "==> just setup: done"
