@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 
 use common::{Client, TestHub, WAIT};
 use futures_util::{SinkExt, Stream, StreamExt};
+use memhub::server::{InProcessHub, Role};
 use memhub::ServerConfig;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -1993,6 +1994,48 @@ async fn storm_of_1000_garbage_frames_is_answered_one_for_one() {
         c.call("get", json!({"key": "sentinel/storm"})).await["value"],
         json!([1, "two"])
     );
+}
+
+/// The same storm straight into the dispatcher, in-process (no socket):
+/// 3000 frames, each answered exactly as the classifier expects, and the
+/// hub's rev unchanged by every frame that could not have written.
+#[test]
+fn dispatcher_in_process_answers_storm_frames_one_for_one() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut hub = InProcessHub::new(config(), Role::Write);
+        let sentinel = r#"{"jsonrpc":"2.0","id":0,"method":"update","params":{"key":"sentinel/inproc","value":[1,"two"]}}"#;
+        assert!(hub.frame(sentinel).await.is_some_and(|r| r.contains("\"result\"")));
+        let sentinel_rev = hub.store().rev();
+        let mut runner = TestRunner::deterministic();
+        let strategy = storm_frame();
+        for i in 0..3000 {
+            let frame = strategy.new_tree(&mut runner).expect("a frame").current();
+            let rev = hub.store().rev();
+            let (expect, got) = match &frame {
+                Frame::Binary(_) => (
+                    Expect::One(Item::Answer(Answer::error("null", &[-32600]))),
+                    Some(hub.binary_frame()),
+                ),
+                Frame::Text(t, _) => (classify(t, None), hub.frame(t).await),
+            };
+            let got: Vec<String> = got.into_iter().collect();
+            match check_frame(&expect, &got) {
+                Ok(may_write) => assert!(
+                    may_write || hub.store().rev() == rev,
+                    "frame {i} {frame:?} moved the rev without a write"
+                ),
+                Err(why) => panic!("frame {i} {frame:?}: {why}"),
+            }
+        }
+        let entry = hub.store().get("sentinel/inproc").expect("sentinel kept");
+        assert_eq!(entry.rev, sentinel_rev);
+        assert_eq!(&*entry.value, r#"[1,"two"]"#);
+    });
 }
 
 async fn expect_close(ws: &mut Ws) -> Option<CloseCode> {

@@ -13,6 +13,7 @@ mod config;
 mod connection;
 mod dispatch;
 mod http;
+mod inproc;
 mod listen;
 mod methods;
 mod metrics;
@@ -36,6 +37,7 @@ pub use admission::{
 };
 pub use auth::{Role, Tokens};
 pub use config::{ServerConfig, TlsFiles, MAX_NESTING_CEILING};
+pub use inproc::InProcessHub;
 pub use metrics::Metrics;
 
 use crate::locks::Locks;
