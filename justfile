@@ -70,6 +70,12 @@ soak-seconds seconds:
     cargo build --release --quiet --bin memhub
     scripts/with-hub.sh --port 18873 -- bash -c 'exec "$MEMHUB_BIN" bench --mode chaos --url "$MEMHUB_URL" --pid "$MEMHUB_PID" --seconds {{seconds}}'
 
+# Fuzz frame parsing + dispatch with cargo-fuzz (libFuzzer) for `seconds`; installs cargo-fuzz if missing
+fuzz seconds="60":
+    cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets this stable toolchain accept them.
+    RUSTC_BOOTSTRAP=1 cargo fuzz run frame -- -max_total_time={{seconds}}
+
 # Criterion benches of the store and event encoding (extra args go to criterion, e.g. `just bench --quick`)
 bench *args:
     cargo bench --bench store -- "$@"
