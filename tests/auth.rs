@@ -212,9 +212,6 @@ fn tokens_never_show_in_debug_output() {
 /// appears in its log or in `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_never_reach_the_log_or_metrics() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
-
     const WRITE: &str = "write-tok-3f9a1c";
     const READ: &str = "read-tok-77b2e0";
     const FILED: &str = "filed-tok-c41d88";
@@ -224,35 +221,19 @@ async fn tokens_never_reach_the_log_or_metrics() {
     let token_file = dir.join("tokens");
     std::fs::write(&token_file, format!("# test\nread {FILED}\n")).expect("token file");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memhub"))
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-        .args(["--token", WRITE, "--read-token", READ])
-        .arg("--token-file")
-        .arg(&token_file)
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memhub");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        let n = stderr.read_line(&mut line).expect("read log");
-        assert!(n > 0, "memhub exited early; log: {log}");
-        log.push_str(&line);
-        if let Some((_, rest)) = line.split_once("listening on ws://") {
-            break rest.split_once("/ws").expect("ws://ADDR/ws").0.to_string();
-        }
-    };
-    // Keep draining the log so the hub never blocks on a full pipe.
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
+    let token_file_arg = token_file.to_string_lossy().into_owned();
+    let hub = BinaryHub::start(
+        &[
+            "--token",
+            WRITE,
+            "--read-token",
+            READ,
+            "--token-file",
+            &token_file_arg,
+        ],
+        &[("RUST_LOG", "trace")],
+    );
+    let addr = hub.addr.clone();
     let url = format!("ws://{addr}/ws");
 
     let mut w = Client::connect(&format!("{url}?token={WRITE}")).await;
@@ -278,14 +259,7 @@ async fn tokens_never_reach_the_log_or_metrics() {
     assert!(metrics.contains("memhub_"), "{metrics}");
     drop((w, r, f));
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
-    let status = child.wait().expect("wait for memhub");
-    assert!(status.success(), "{status}");
-    log.push_str(&drain.join().expect("log reader"));
+    let log = hub.stop();
     let _ = std::fs::remove_dir_all(&dir);
 
     assert!(

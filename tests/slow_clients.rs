@@ -56,3 +56,74 @@ async fn a_client_that_never_reads_its_responses_is_disconnected() {
     assert_eq!(got["value"].as_str().map(str::len), Some(100_000));
     drop(stuck);
 }
+
+/// A subscriber that never reads while a writer pushes 50 MB through one key:
+/// the hub's own RSS (a separate process) grows by less than 100 MB, the
+/// writer is never held up by it, and a subscriber that reads receives every
+/// event, in order, none lagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_costs_bounded_memory_and_nobody_else_misses_an_event() {
+    const UPDATES: usize = 500;
+    const SIZE: usize = 100_000; // 500 × 100 KB = 50 MB
+    let hub = BinaryHub::start(&[], &[]);
+    let url = hub.url();
+    let mut w = Client::connect(&url).await;
+    w.call("update", json!({"key": "big", "value": "start"}))
+        .await;
+
+    let mut stuck = Client::connect(&url).await;
+    stuck.call("subscribe", json!({"key": "big"})).await;
+    let mut reader = Client::connect(&url).await;
+    let sub = reader.call("subscribe", json!({"key": "big"})).await;
+    let first_rev = sub["rev"].as_u64().expect("snapshot rev");
+    let rss_before = hub.rss_bytes();
+
+    // The reader drains on its own task while the writer writes.
+    let reading = tokio::spawn(async move {
+        let mut revs = Vec::with_capacity(UPDATES);
+        while revs.len() < UPDATES {
+            let e = reader.next_event().await;
+            assert_eq!(
+                e["event"], "update",
+                "the reading subscriber lagged: {}",
+                e["event"]
+            );
+            let n = e["value"].as_str().map(str::len);
+            assert_eq!(n, Some(SIZE), "event {} has the wrong value", revs.len());
+            revs.push(e["rev"].as_u64().expect("rev"));
+        }
+        revs
+    });
+    let mut written = Vec::with_capacity(UPDATES);
+    for i in 0..UPDATES {
+        let value = format!("{i:08}{}", "x".repeat(SIZE - 8));
+        let r = w
+            .call("update", json!({"key": "big", "value": value}))
+            .await;
+        written.push(r["rev"].as_u64().expect("rev"));
+    }
+    let revs = tokio::time::timeout(WAIT, reading)
+        .await
+        .expect("the reading subscriber got every event in time")
+        .expect("reader task");
+    assert_eq!(
+        revs, written,
+        "every write reached the reading subscriber, in order"
+    );
+    assert!(revs[0] > first_rev);
+
+    let growth = hub.rss_bytes().saturating_sub(rss_before);
+    assert!(
+        growth < 100 << 20,
+        "the hub's RSS grew by {} MiB while a subscriber was stuck",
+        growth >> 20
+    );
+    // The stuck subscriber is still connected (its events were dropped as
+    // lagged, not buffered): writer, stuck and this one; the reader has gone.
+    let mut check = Client::connect(&url).await;
+    let stats = check.call("stats", json!({})).await;
+    assert_eq!(stats["connections"], json!(3), "{stats}");
+    assert_eq!(stats["subscriptions"], json!(1), "{stats}");
+    drop(stuck);
+    hub.stop();
+}

@@ -266,3 +266,94 @@ pub async fn expect_err(c: &mut Client, method: &str, params: Value, code: i64) 
     assert_eq!(err["code"], json!(code), "{method} {params}: {resp}");
     err
 }
+
+/// The real `memhub` binary serving on 127.0.0.1 and a free port, its log
+/// collected; killed when dropped. Use it where the hub's own process
+/// matters: its RSS, its log, its exit.
+pub struct BinaryHub {
+    pub child: std::process::Child,
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl BinaryHub {
+    /// Starts `memhub serve --host 127.0.0.1 --port 0 <args>` with `env`,
+    /// and waits for its `listening on` line.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_memhub"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memhub");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        // Drain the log for the hub's whole life so it never blocks on a pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, rest)) = line.split_once("listening on ws://") {
+                    let _ = tx.send(rest.split_once("/ws").map(|(a, _)| a.to_string()));
+                }
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(WAIT)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("memhub did not log `listening on ws://ADDR/ws`"));
+        Self { child, addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The hub's resident set size, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS line");
+        kb * 1024
+    }
+
+    /// Stops the hub with SIGTERM, checks it exits cleanly, returns its whole log.
+    pub fn stop(mut self) -> String {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success());
+        let status = self.child.wait().expect("wait for memhub");
+        assert!(status.success(), "memhub exited with {status}");
+        // The reader thread ends with the pipe; give it a moment to finish.
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::sync::Arc::strong_count(&self.log) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.clone()
+    }
+}
+
+impl Drop for BinaryHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
