@@ -250,6 +250,7 @@ class Link {
     this.pending = new Map();
     this.routes = new Map();
     this.alive = true;
+    this.closedByClient = false;
     this.nextId = 0;
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
@@ -276,6 +277,7 @@ class Link {
 
   close() {
     const was = this.alive;
+    this.closedByClient = true;
     this.failAll(ErrorCode.CLOSED, "the client was closed");
     if (was) {
       try {
@@ -290,7 +292,11 @@ class Link {
   call(method, params, timeoutMs, sub) {
     return new Promise((resolve, reject) => {
       if (!this.alive || this.ws.readyState !== OPEN) {
-        reject(new MemhubError(ErrorCode.DISCONNECTED, "not connected to the hub"));
+        reject(
+          this.closedByClient
+            ? new MemhubError(ErrorCode.CLOSED, "the client was closed")
+            : new MemhubError(ErrorCode.DISCONNECTED, "not connected to the hub"),
+        );
         return;
       }
       const id = ++this.nextId;
