@@ -12,7 +12,7 @@ export function parseJson(text) {
   } catch (err) {
     let message = err.message;
     const pos = /position (\d+)/.exec(message);
-    if (pos) {
+    if (pos && !/line \d/.test(message)) {
       const at = Number(pos[1]);
       const before = text.slice(0, at).split("\n");
       message += ` (line ${before.length}, column ${before[before.length - 1].length + 1})`;

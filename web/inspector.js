@@ -72,7 +72,7 @@ export function createInspector({ hub, onSaved, onDeleted }) {
       renderJson(pre, current.value);
       if (how === "update") {
         flash(pre);
-        metaUpdated.textContent = `${formatTime(new Date())} (live)`;
+        metaUpdated.textContent = `at ${formatTime(new Date())}`;
       }
     } else {
       const when = formatTime(new Date());
@@ -161,7 +161,7 @@ export function createInspector({ hub, onSaved, onDeleted }) {
     emptyView.hidden = true;
     body.hidden = false;
     title.textContent = k;
-    metaUpdated.textContent = `not since ${formatTime(new Date())}`;
+    metaUpdated.textContent = `none since ${formatTime(new Date())}`;
     pre.replaceChildren();
     stateBadge.textContent = "loading…";
     stateBadge.className = "badge";

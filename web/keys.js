@@ -1,7 +1,7 @@
 // The key list: one page of `keys` at a time (never the whole hub), a prefix
 // filter, previous/next paging by cursor, and a count.
 import { pageOf } from "./conn.js";
-import { $, h, formatBytes, formatDuration, formatNumber, errorText } from "./util.js";
+import { $, h, formatBytes, formatDuration, formatNumber, formatTime, errorText } from "./util.js";
 
 export const PAGE_SIZE = 100;
 
@@ -54,7 +54,7 @@ export function createKeyList({ hub, onSelect }) {
     const now = Date.now();
     const rows = page.keys.map((k) => {
       const ttl = k.expires_at_ms !== undefined && k.expires_at_ms !== null
-        ? h("span", { class: "m ttl", title: `expires ${new Date(k.expires_at_ms).toLocaleString()}` }, `⏱ ${formatDuration(k.expires_at_ms - now)}`)
+        ? h("span", { class: "m ttl", title: `expires in ${formatDuration(k.expires_at_ms - now)} (${new Date(k.expires_at_ms).toLocaleString()})` }, `exp ${formatTime(new Date(k.expires_at_ms))}`)
         : null;
       return h("li", {},
         h("button", {

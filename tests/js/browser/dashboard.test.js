@@ -55,7 +55,7 @@ test("a key written by a Node client appears in the list and updates live in the
   await page.locator("#inspector-value.flash").waitFor({ state: "attached" });
   await page.locator("#meta-rev", { hasText: String(second.rev) }).waitFor();
   await page.locator("#meta-expiry", { hasText: /^in \d/ }).waitFor();
-  await page.locator("#meta-updated", { hasText: "live" }).waitFor();
+  await page.locator("#meta-updated", { hasText: /^at \d/ }).waitFor();
 
   // The event log saw both writes, newest first.
   await page.locator(`#event-log li[data-key="app/config"]`).nth(1).waitFor();
@@ -275,6 +275,11 @@ test("layouts: 1280×800, narrow (panels stack) and dark; screenshots in target/
     await p.locator("body[data-ready=true]").waitFor();
     await p.locator("#inspector-value", { hasText: '"admin"' }).waitFor();
     await p.locator("#stat-ops", { hasText: /\d/ }).waitFor();
+    // A few live events for the log.
+    for (const k of ["jobs/42", "jobs/43"]) await client.update(k, { state: "running", worker: "w-1" });
+    await client.merge("jobs/42", { state: "done" });
+    await client.delete("jobs/43");
+    await p.locator('#event-log li[data-event="delete"][data-key="jobs/43"]').waitFor();
     if (name === "dashboard-narrow.png") {
       const boxes = {};
       for (const id of ["stats-panel", "keys-panel", "inspector", "events-panel"]) boxes[id] = await p.locator(`#${id}`).boundingBox();
@@ -284,7 +289,7 @@ test("layouts: 1280×800, narrow (panels stack) and dark; screenshots in target/
       assert.ok(boxes["events-panel"].y >= boxes.inspector.y + boxes.inspector.height);
       for (const b of Object.values(boxes)) assert.ok(b.x + b.width <= 400, "panel fits the window");
       assert.equal(await p.evaluate(() => document.documentElement.scrollWidth <= 400), true, "no horizontal scroll");
-      await screenshot(p, name);
+      await screenshot(p, name, { fullPage: true });
     } else {
       await screenshot(p, name);
     }

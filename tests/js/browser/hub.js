@@ -161,7 +161,7 @@ export async function waitFor(fn, { timeout = 10_000, interval = 25, message = "
   }
 }
 
-export async function screenshot(page, name) {
+export async function screenshot(page, name, options = {}) {
   mkdirSync(screenshotDir, { recursive: true });
-  await page.screenshot({ path: resolve(screenshotDir, name) });
+  await page.screenshot({ path: resolve(screenshotDir, name), ...options });
 }
