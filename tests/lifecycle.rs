@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
@@ -102,46 +101,14 @@ async fn shutdown_closes_every_connection_with_1001_and_run_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
-    let mut child = memhub_bin()
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memhub");
-    let pid = child.id();
-
-    // Read stderr on a thread; hand lines over a channel.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no `listening on` line; log so far: {log:?}"))
-            .unwrap_or_else(|| panic!("memhub exited early; log: {log:?}"));
-        log.push(line.clone());
-        if let Some((_, rest)) = line.split_once("listening on ws://") {
-            let (addr, _) = rest.split_once("/ws").expect("ws://ADDR/ws");
-            break addr.to_string();
-        }
-    };
+    let mut hub = BinaryHub::start(&[], &[("RUST_LOG", "info")]);
     assert!(
-        !addr.ends_with(":0"),
-        "the real port is logged, not 0: {addr}"
+        !hub.addr.ends_with(":0"),
+        "the real port is logged, not 0: {}",
+        hub.addr
     );
 
-    let mut c = Client::connect(&format!("ws://{addr}/ws")).await;
+    let mut c = Client::connect(&hub.url()).await;
     let m = c
         .call("memoize", json!({"key": "k", "value": [1, "two"]}))
         .await;
@@ -149,27 +116,10 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     let g = c.call("get", json!({"key": "k"})).await;
     assert_eq!(g, json!({"value": [1, "two"], "rev": 1}));
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
-
+    hub.terminate();
     assert_going_away(read_until_end(&mut c).await);
-
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("memhub did not exit within 5 s of SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "memhub exited with {status}");
-    assert_eq!(status.code(), Some(0));
+    let log = hub.stop();
+    assert!(log.contains("memhub stopped"), "{log}");
 }
 
 #[test]

@@ -4,19 +4,12 @@
 //! checks, limits, roles, every method — on frames handed to it as strings.
 //! It never opens a port and is never used by the network path.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::auth::Role;
 use super::outbox::Outbox;
 use super::session::Session;
-use super::{dispatch, Hub, Metrics, ServerConfig};
-use crate::locks::Locks;
+use super::{dispatch, Hub, ServerConfig};
 use crate::store::Store;
 
 /// One hub with one connected session, driven frame by frame.
@@ -35,18 +28,7 @@ impl InProcessHub {
             config.outbound_max_events,
             config.outbound_max_bytes,
         ));
-        let hub = Arc::new(Hub {
-            store: Arc::new(Store::new()),
-            metrics: Metrics::new(),
-            locks: Locks::new(),
-            conn_ids: AtomicU64::new(0),
-            shutdown: CancellationToken::new(),
-            started: Instant::now(),
-            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-            slots: Arc::new(Semaphore::new(config.max_connections)),
-            tracker: TaskTracker::new(),
-            config,
-        });
+        let hub = Arc::new(Hub::new(config, std::net::Ipv4Addr::LOCALHOST.into()));
         Self {
             session: Session::new(hub, outbox, role),
         }

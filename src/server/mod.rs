@@ -64,6 +64,22 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// An empty hub with `config`, for a listener bound to `bind_ip`.
+    fn new(config: ServerConfig, bind_ip: IpAddr) -> Self {
+        Self {
+            store: Arc::new(Store::new()),
+            metrics: Metrics::new(),
+            locks: Locks::new(),
+            conn_ids: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+            bind_ip,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            tracker: TaskTracker::new(),
+            config,
+        }
+    }
+
     /// A connection id never used before in this hub.
     pub fn next_conn_id(&self) -> u64 {
         self.conn_ids.fetch_add(1, Ordering::Relaxed) + 1
@@ -142,18 +158,7 @@ impl MemService {
                 )
             })?;
         let local_addr = listener.local_addr()?;
-        let hub = Arc::new(Hub {
-            store: Arc::new(Store::new()),
-            metrics: Metrics::new(),
-            locks: Locks::new(),
-            conn_ids: AtomicU64::new(0),
-            shutdown: CancellationToken::new(),
-            started: Instant::now(),
-            bind_ip: local_addr.ip(),
-            slots: Arc::new(Semaphore::new(cfg.max_connections)),
-            tracker: TaskTracker::new(),
-            config: cfg,
-        });
+        let hub = Arc::new(Hub::new(cfg, local_addr.ip()));
         Ok(Server {
             listener,
             local_addr,

@@ -274,6 +274,7 @@ pub struct BinaryHub {
     pub child: std::process::Child,
     pub addr: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    terminated: bool,
 }
 
 impl BinaryHub {
@@ -313,7 +314,12 @@ impl BinaryHub {
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("memhub did not log `listening on ws://ADDR/ws`"));
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            terminated: false,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -332,15 +338,34 @@ impl BinaryHub {
         kb * 1024
     }
 
-    /// Stops the hub with SIGTERM, checks it exits cleanly, returns its whole log.
-    pub fn stop(mut self) -> String {
+    /// Sends the hub SIGTERM (a graceful shutdown), once.
+    pub fn terminate(&mut self) {
+        if std::mem::replace(&mut self.terminated, true) {
+            return;
+        }
         let kill = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(kill.success());
-        let status = self.child.wait().expect("wait for memhub");
-        assert!(status.success(), "memhub exited with {status}");
+    }
+
+    /// Stops the hub with SIGTERM, checks it exits with status 0 within
+    /// [`WAIT`], returns its whole log.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "memhub did not exit within {WAIT:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0), "memhub exited with {status}");
         // The reader thread ends with the pipe; give it a moment to finish.
         let deadline = std::time::Instant::now() + WAIT;
         while std::sync::Arc::strong_count(&self.log) > 1 && std::time::Instant::now() < deadline {
