@@ -56,6 +56,8 @@ export interface ConnectOptions {
   webSocketOptions?: unknown;
   /** Reconnect attempts after a lost connection, and retries of the first connect (default 4; `Infinity` allowed). */
   maxRetry?: number;
+  /** Retries of the first connect, if they should differ from `maxRetry` (e.g. 0: fail fast, then reconnect forever). Default: `maxRetry`. */
+  connectRetry?: number;
   /** Pause before each attempt, in ms (default 3000). */
   retryDelayMs?: number;
   /** How long a call waits for its answer, including any wait for a reconnect (default 30000; a lock waits this plus `waitMs`). */

@@ -631,6 +631,7 @@ export class MemhubClient {
     this._url = withToken(this._display, options.token);
     this._wsOptions = options.webSocketOptions;
     this._maxRetry = options.maxRetry ?? DEFAULTS.maxRetry;
+    this._connectRetry = options.connectRetry ?? this._maxRetry;
     this._retryDelay = options.retryDelayMs ?? DEFAULTS.retryDelayMs;
     this._timeout = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     this._onReconnect = options.onReconnect;
@@ -684,7 +685,7 @@ export class MemhubClient {
         return;
       } catch (e) {
         const fatal = e.code === ErrorCode.PROTOCOL || (e.data && e.data.auth);
-        if (fatal || attempt >= this._maxRetry || this._closed) throw e;
+        if (fatal || attempt >= this._connectRetry || this._closed) throw e;
         attempt += 1;
         await sleep(this._retryDelay, this);
         if (this._closed) throw new MemhubError(ErrorCode.CLOSED, "the client was closed");
@@ -1160,7 +1161,7 @@ export class MemhubClient {
 /**
  * Connects to a hub and resolves to a {@link MemhubClient} once the socket
  * is open and the hub's protocol version is checked. It tries
- * `1 + maxRetry` times, `retryDelayMs` apart, except that a refusal it can
+ * `1 + connectRetry` times (default: `maxRetry`), `retryDelayMs` apart, except that a refusal it can
  * recognize as an authentication/origin failure (HTTP 401/403, detectable
  * with the `ws` package, not in browsers) fails at once.
  *
@@ -1180,7 +1181,8 @@ export async function connect(url, options = {}) {
  * @property {string} [token] Access token, sent as the `?token=` query parameter.
  * @property {*} [WebSocket] A WebSocket class (e.g. the `ws` package's) when `globalThis.WebSocket` is missing.
  * @property {*} [webSocketOptions] Third argument for the WebSocket constructor (`ws` package options, e.g. headers); not for browsers.
- * @property {number} [maxRetry] Connection attempts after a lost connection (and retries of the first connect); default 4.
+ * @property {number} [maxRetry] Connection attempts after a lost connection (and retries of the first connect); default 4; `Infinity` never gives up.
+ * @property {number} [connectRetry] Retries of the first connect, if it should differ from `maxRetry` (e.g. 0: fail fast, then reconnect forever).
  * @property {number} [retryDelayMs] Pause before each attempt; default 3000.
  * @property {number} [requestTimeoutMs] How long a call waits for its answer (a lock: this plus `waitMs`); default 30000.
  * @property {() => void} [onReconnect] Called after each successful reconnect, once subscriptions are resumed.
