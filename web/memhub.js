@@ -251,6 +251,7 @@ class Link {
     this.routes = new Map();
     this.alive = true;
     this.closedByClient = false;
+    this.lateSubscribes = new Set();
     this.nextId = 0;
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
@@ -303,6 +304,9 @@ class Link {
       const text = JSON.stringify({ jsonrpc: "2.0", id, method, params: params || {} });
       const timer = setTimeout(() => {
         if (this.pending.delete(id)) {
+          // A subscribe answered after its caller gave up must not leave a
+          // subscription behind on the hub.
+          if (sub) this.lateSubscribes.add(id);
           reject(new MemhubError(ErrorCode.TIMEOUT, `the hub did not answer ${method} within ${timeoutMs} ms`));
         }
       }, Math.max(0, timeoutMs));
@@ -349,7 +353,12 @@ class Link {
       return;
     }
     const p = this.pending.get(msg.id);
-    if (!p) return;
+    if (!p) {
+      if (this.lateSubscribes.delete(msg.id) && msg.result && typeof msg.result.sub === "number") {
+        this.notify("unsubscribe", { sub: msg.result.sub });
+      }
+      return;
+    }
     this.pending.delete(msg.id);
     clearTimeout(p.timer);
     if (msg.error !== undefined) {
@@ -787,7 +796,12 @@ export class MemhubClient {
   /** The live link, waiting for a reconnect in progress, or one more attempt. */
   async _getLink() {
     if (this._closed) throw new MemhubError(ErrorCode.CLOSED, "the client was closed");
-    if (this._link && this._link.alive) return this._link;
+    if (this._link && this._link.alive) {
+      if (this._link.ws.readyState === OPEN) return this._link;
+      // Closing, but its close event has not run yet: reconnect now, so
+      // this call waits for the new link instead of failing.
+      this._linkLost(this._link);
+    }
     if (this._reconnecting) {
       return new Promise((resolve, reject) => {
         const w = {
@@ -814,7 +828,7 @@ export class MemhubClient {
   }
 
   async _linkWithin(deadline, method) {
-    if (this._link && this._link.alive && !this._closed) return this._link;
+    if (this._link && this._link.alive && this._link.ws.readyState === OPEN && !this._closed) return this._link;
     let timer;
     const timeout = new Promise((_, reject) => {
       timer = setTimeout(

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { ErrorCode, MemhubError, Subscription } from "../../../web/memhub.js";
-import { collector, connect, nextEvent, startHub, within } from "./hub.js";
+import { collector, connect, nextEvent, startHub, until, within } from "./hub.js";
 
 let hub;
 let c; // watches
@@ -227,4 +227,22 @@ test("close() ends iterators and subscriptions", async () => {
   assert.equal(sub.closed, true);
   assert.equal(psub.closed, true);
   assert.equal(await sub.unsubscribe(), false);
+});
+
+test("a subscribe that timed out leaves no subscription behind when its answer comes late", async () => {
+  const slow = await connect(hub.url, { requestTimeoutMs: 300 });
+  try {
+    const held = await w.lock("late/lock");
+    // A raw lock that waits holds up every later answer on this connection.
+    const lockCall = slow.call("lock", { name: "late/lock", wait_ms: 60000 }).catch((e) => e);
+    const subCall = slow.subscribe("late/k").catch((e) => e);
+    assert.equal((await lockCall).code, ErrorCode.TIMEOUT);
+    assert.equal((await subCall).code, ErrorCode.TIMEOUT);
+    await w.unlock(held); // now the hub answers both, late
+    // The hub registered the subscription when it finally ran the request;
+    // the client unsubscribes it as soon as the late answer arrives.
+    await until(async () => (await slow.stats()).connection_subscriptions === 0, 5000, "the late subscription to be removed");
+  } finally {
+    await slow.close();
+  }
 });
