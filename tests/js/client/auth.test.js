@@ -69,6 +69,35 @@ test("a wrong token is refused at once (HTTP 401), without retrying", async () =
   }
 });
 
+test("a foreign Origin is refused (HTTP 403) without retrying", async () => {
+  const WS = countingWebSocket();
+  const e = await connect(hub.url, {
+    token: WRITE,
+    WebSocket: WS,
+    maxRetry: 5,
+    retryDelayMs: 2000,
+    webSocketOptions: { origin: "http://evil.example" },
+  }).then(
+    () => assert.fail("connected from a foreign origin"),
+    (err) => err,
+  );
+  assert.equal(e.code, ErrorCode.CONNECT_FAILED);
+  assert.deepEqual(e.data, { status: 403, auth: true });
+  assert.match(e.message, /origin/);
+  assert.equal(WS.urls.length, 1);
+});
+
+test("the token may go in a header instead (webSocketOptions, ws package)", async () => {
+  // (An ASCII token: HTTP header values are not meant for others.)
+  const c = await connect(hub.url, { WebSocket, webSocketOptions: { headers: { Authorization: `Bearer ${READ}` } } });
+  try {
+    assert.equal(await c.isMemoized("auth/header"), false);
+    await assert.rejects(c.update("auth/header", 1), (e) => e.code === ErrorCode.FORBIDDEN);
+  } finally {
+    await c.close();
+  }
+});
+
 test("a read token may read and subscribe, but not write (-32010)", async () => {
   const writer = await connect(hub.url, { token: WRITE });
   const reader = await connect(hub.url, { token: READ });

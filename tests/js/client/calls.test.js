@@ -312,6 +312,31 @@ test("connect options: no WebSocket, bad URL, nothing listening", async () => {
   await h.close();
 });
 
+test("a hub that speaks another protocol version is refused unless ignoreVersion", async (t) => {
+  const { WebSocketServer } = await import("ws");
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  t.after(() => new Promise((resolve) => wss.close(resolve)));
+  wss.on("connection", (sock) => {
+    sock.on("message", (data) => {
+      const req = JSON.parse(String(data));
+      const result = req.method === "version" ? { name: "memhub", version: "9.0.0", protocol: 2, epoch: "x" } : "ok";
+      sock.send(JSON.stringify({ jsonrpc: "2.0", id: req.id, result }));
+    });
+  });
+  const url = `ws://127.0.0.1:${wss.address().port}/ws`;
+  await assert.rejects(connect(url, { maxRetry: 3, retryDelayMs: 2000 }), (e) => {
+    assert.equal(e.code, ErrorCode.PROTOCOL);
+    assert.deepEqual(e.data, { hub: 2, client: 1 });
+    assert.match(e.message, /protocol 2/);
+    return true;
+  });
+  const c = await connect(url, { ignoreVersion: true });
+  assert.equal(await c.call("anything"), "ok");
+  await c.close();
+  for (const client of wss.clients) client.terminate();
+});
+
 test("the hub serves the client at /memhub.js", async () => {
   const res = await fetch(`${hub.httpUrl}/memhub.js`);
   assert.equal(res.status, 200);
