@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { ErrorCode, MemhubError, Subscription } from "../../../web/memhub.js";
-import { collector, connect, nextEvent, startHub, until, within } from "./hub.js";
+import { WebSocket, collector, connect, nextEvent, startHub, until, within } from "./hub.js";
 
 let hub;
 let c; // watches
@@ -185,9 +185,18 @@ test("a lagged subscriber gets lagged, then the current state", async () => {
   const x = await connect(small.url);
   try {
     const sub = await d.subscribe("lag/k");
-    // One batch of writes overflows the 2-event queue.
-    const batch = Array.from({ length: 300 }, (_, i) => x.update("lag/k", i));
-    await Promise.all(batch);
+    // One JSON-RPC batch of 300 writes (sent raw: the client has no batch
+    // call) overflows the 2-event queue.
+    const raw = new WebSocket(small.url);
+    await new Promise((resolve, reject) => {
+      raw.once("open", resolve);
+      raw.once("error", reject);
+    });
+    const batch = Array.from({ length: 300 }, (_, i) => ({ jsonrpc: "2.0", id: i, method: "update", params: { key: "lag/k", value: i } }));
+    const answered = new Promise((resolve) => raw.once("message", resolve));
+    raw.send(JSON.stringify(batch));
+    assert.equal(JSON.parse(String(await answered)).length, 300);
+    raw.close();
     const del = await x.delete("lag/k");
     const seen = [];
     for (;;) {
@@ -196,6 +205,9 @@ test("a lagged subscriber gets lagged, then the current state", async () => {
       if (ev.event === "delete") break;
     }
     assert.ok(seen.length < 300, `saw ${seen.length} events`);
+    const lagged = seen.findIndex((e) => e.event === "lagged");
+    assert.ok(lagged >= 0, "a lagged event");
+    assert.deepEqual(seen[lagged], { event: "lagged", key: "lag/k" });
     const last = seen[seen.length - 1];
     assert.ok(last.rev >= del.rev);
     assert.deepEqual(sub.state.exists, false);
