@@ -785,7 +785,7 @@ export class MemhubClient {
     this._subs.clear();
     for (const s of subs) s._end();
     const err = new MemhubError(
-      (last && last.code) || ErrorCode.CONNECT_FAILED,
+      ErrorCode.CONNECT_FAILED,
       `the connection to the hub was lost and ${this._maxRetry} reconnect attempt(s) failed${last ? `: ${last.message}` : ""}`,
       last && last.data,
     );
