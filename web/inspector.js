@@ -205,7 +205,7 @@ export function createInspector({ hub, onSaved, onDeleted }) {
       confirm.disabled = false;
     }
   });
-  dialog.addEventListener("close", () => deleteBtn.focus());
+  dialog.addEventListener("close", () => (deleteBtn.disabled ? pre : deleteBtn).focus());
 
   editBtn.addEventListener("click", () => api.edit());
   copyBtn.addEventListener("click", async () => {

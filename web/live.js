@@ -1,7 +1,7 @@
 // Live panels: the event log (a prefix subscription on "", i.e. every key,
 // newest first, capped, pausable) and the stats strip (refreshed each second).
 import { eventOf } from "./conn.js";
-import { $, h, formatDuration, formatNumber, formatTime, preview, frameBatcher } from "./util.js";
+import { $, h, formatDuration, formatNumber, formatRate, formatTime, preview, frameBatcher } from "./util.js";
 
 export const LOG_CAP = 200;
 
@@ -140,7 +140,11 @@ export function createStats({ hub, onStats, onError }) {
   }
 
   async function tick() {
-    if (running) return;
+    // While memhub.js reconnects, calls would only queue up behind it.
+    if (running || !hub.connected) {
+      if (!hub.connected) prev = undefined;
+      return;
+    }
     running = true;
     try {
       const [s, req] = await Promise.all([hub.stats(), requests()]);
@@ -154,9 +158,9 @@ export function createStats({ hub, onStats, onError }) {
       if (prev) {
         const dt = (at - prev.at) / 1000;
         if (dt > 0) {
-          out.writes.textContent = formatNumber(Math.max(0, (s.rev - prev.rev) / dt));
+          out.writes.textContent = formatRate(Math.max(0, (s.rev - prev.rev) / dt));
           out.ops.textContent = req !== undefined && prev.requests !== undefined
-            ? formatNumber(Math.max(0, (req - prev.requests) / dt))
+            ? formatRate(Math.max(0, (req - prev.requests) / dt))
             : "—";
         }
       }

@@ -57,6 +57,12 @@ export function formatNumber(n) {
   return Number(n).toLocaleString("en-US", { maximumFractionDigits: 1 });
 }
 
+/** Per-second rates: one decimal below 100, none above. */
+export function formatRate(n) {
+  if (n === undefined || n === null || Number.isNaN(n)) return "—";
+  return Number(n).toLocaleString("en-US", { maximumFractionDigits: n < 100 ? 1 : 0 });
+}
+
 export function formatTime(date) {
   return date.toLocaleTimeString("en-GB", { hour12: false });
 }

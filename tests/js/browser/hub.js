@@ -11,12 +11,12 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../
 export const screenshotDir = resolve(repoRoot, "target/dashboard");
 
 /**
- * Start `memhub serve` on 127.0.0.1 and a free port. Resolves with
- * { port, httpUrl, wsUrl, stop() } once the hub logs its listening line.
+ * Start `memhub serve` on 127.0.0.1 and a free port (or `port`). Resolves
+ * with { port, httpUrl, wsUrl, stop() } once the hub logs its listening line.
  */
-export function startHub(extraArgs = []) {
+export function startHub(extraArgs = [], { port = 0 } = {}) {
   const bin = process.env.MEMHUB_BIN || resolve(repoRoot, "target/debug/memhub");
-  const child = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", ...extraArgs], {
+  const child = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", String(port), ...extraArgs], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" },
   });
@@ -41,11 +41,11 @@ export function startHub(extraArgs = []) {
       const m = /listening on ws:\/\/127\.0\.0\.1:(\d+)\/ws/.exec(stderr);
       if (m && timer) {
         clearTimeout(timer);
-        const port = Number(m[1]);
+        const bound = Number(m[1]);
         resolvePromise({
-          port,
-          httpUrl: `http://127.0.0.1:${port}/`,
-          wsUrl: `ws://127.0.0.1:${port}/ws`,
+          port: bound,
+          httpUrl: `http://127.0.0.1:${bound}/`,
+          wsUrl: `ws://127.0.0.1:${bound}/ws`,
           stderr: () => stderr,
           async stop() {
             if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
