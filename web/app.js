@@ -132,6 +132,7 @@ async function main() {
   }, 250);
 
   const readOnly = role === "read";
+  // Edit controls stay hidden (class in index.html) until the role is known.
   document.body.classList.toggle("read-only", readOnly);
   document.body.dataset.role = role;
   $("role-badge").hidden = !readOnly;

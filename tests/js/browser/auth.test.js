@@ -2,7 +2,7 @@
 // and hides every edit control from a read-only token.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startHub, nodeClient, launchBrowser, openPage } from "./hub.js";
+import { startHub, nodeClient, launchBrowser, openPage, screenshot } from "./hub.js";
 
 const WRITE = "w-secret-token";
 const READ = "r-secret-token";
@@ -43,6 +43,7 @@ test("the page asks for a token, says when one is wrong, and keeps a good one fo
 
   await signIn(page, "not-a-token");
   await page.locator("#token-error").waitFor();
+  await screenshot(page, "dashboard-token.png");
   assert.equal(await page.locator("#token-dialog").getAttribute("open"), "");
 
   await signIn(page, WRITE);
@@ -85,6 +86,7 @@ test("a read-only token sees keys and live values but no edit controls", async (
   assert.equal(await page.locator("#edit-key").isVisible(), false);
   assert.equal(await page.locator("#delete-key").isVisible(), false);
   assert.equal(await page.locator("#copy-value").isVisible(), true);
+  await screenshot(page, "dashboard-read-only.png");
 
   // Shortcuts for editing do nothing either.
   await page.locator("#inspector-value").focus();

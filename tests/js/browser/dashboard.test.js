@@ -268,6 +268,7 @@ test("layouts: 1280×800, narrow (panels stack) and dark; screenshots in target/
   for (const [name, options] of [
     ["dashboard-narrow.png", { viewport: { width: 400, height: 800 } }],
     ["dashboard-dark.png", { colorScheme: "dark" }],
+    ["dashboard-1000x700.png", { viewport: { width: 1000, height: 700 } }],
   ]) {
     const p = await openPage(browser, options);
     pages.push(p);
