@@ -175,8 +175,20 @@ async function main() {
   const openCreate = setUpCreate(hub, select, keys);
   $("new-key").addEventListener("click", openCreate);
 
-  const hashKey = /^#key=(.*)$/.exec(location.hash);
-  if (hashKey) select(decodeURIComponent(hashKey[1]));
+  // #key=… selects a key: on load, and when the address is edited.
+  const selectFromHash = () => {
+    const m = /^#key=(.+)$/.exec(location.hash);
+    if (!m) return;
+    let key;
+    try {
+      key = decodeURIComponent(m[1]);
+    } catch {
+      return;
+    }
+    if (key !== inspector.key) select(key);
+  };
+  selectFromHash();
+  window.addEventListener("hashchange", selectFromHash);
 
   document.addEventListener("keydown", (e) => {
     if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
