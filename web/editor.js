@@ -52,7 +52,7 @@ export function createEditor({ hub, onSaved, onOpen, onClose }) {
     error.hidden = msg === "";
     area.setAttribute("aria-invalid", String(!parsed.ok));
     ttl.setAttribute("aria-invalid", String(!t.ok));
-    save.disabled = busy || msg !== "";
+    save.disabled = busy || msg !== "" || !conflict.hidden;
     return parsed.ok && t.ok ? { value: parsed.value, ttlMs: t.ttlMs } : undefined;
   }
 
@@ -93,6 +93,7 @@ export function createEditor({ hub, onSaved, onOpen, onClose }) {
     conflictText.textContent = `${text} Reload their value (your edits are lost), or overwrite it with yours.`;
     conflict.hidden = false;
     notice.hidden = true;
+    save.disabled = true;
     $("conflict-reload").focus();
   }
 

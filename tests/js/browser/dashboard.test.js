@@ -108,6 +108,8 @@ test("a concurrent edit is detected on save; Reload takes the other client's val
   await page.locator("#editor-save").click();
   await page.locator("#conflict").waitFor();
   assert.match(await page.locator("#conflict-text").textContent(), new RegExp(`now holds rev ${theirs.rev}`));
+  await screenshot(page, "dashboard-conflict.png");
+  assert.equal(await page.locator("#editor-save").isDisabled(), true, "Save waits for Reload or Overwrite");
   // Nothing was written.
   assert.deepEqual(await client.get("doc/reload"), { by: "node", n: 2 });
 
@@ -244,6 +246,8 @@ test("the stats panel refreshes every second", async () => {
   await client.incr("counter");
   await waitFor(async () => Number((await page.locator("#stat-rev").textContent()).replace(/,/g, "")) > before, { message: "stats to refresh" });
   assert.ok(Number(await page.locator("#stat-connections").textContent()) >= 2);
+  // Selecting many keys in turn left one key subscription, plus the log's prefix one.
+  await waitFor(async () => (await client.stats()).subscriptions === 2, { message: "2 subscriptions on the hub" });
 });
 
 test("layouts: 1280×800, narrow (panels stack) and dark; screenshots in target/dashboard/", async () => {
