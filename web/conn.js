@@ -48,11 +48,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * asks for a token. A failure while /healthz does not answer means the hub
  * is down: keep trying.
  *
- * memhub.js uses one `maxRetry` both for retries of the first connect and
- * for reconnects after a lost link. The dashboard wants "fail fast" for the
- * first (to tell a refusal from a slow start) and "never give up" for the
- * second, so a short-lived probe client (maxRetry 0) checks the token and
- * the role, and the long-lived client is opened only once that worked.
+ * The first connect fails fast (`connectRetry: 0`) so a refusal is told
+ * from a slow start; a connection lost later is re-opened forever
+ * (`maxRetry: Infinity`), once a second.
  *
  * `askToken({ rejected })` resolves with the token the user typed.
  * `onStatus(state)` reports "connecting" | "offline" | "auth".
@@ -63,9 +61,15 @@ export async function openHub({ askToken, onStatus, options = {} }) {
   let delay = 500;
   for (;;) {
     onStatus("connecting");
-    let probe;
+    let hub;
     try {
-      probe = await connect(hubUrl(), { token, maxRetry: 0, requestTimeoutMs: 10_000 });
+      hub = await connect(hubUrl(), {
+        connectRetry: 0,
+        maxRetry: Infinity,
+        retryDelayMs: 1000,
+        ...options,
+        token,
+      });
     } catch (err) {
       if (await hubIsUp()) {
         onStatus("auth");
@@ -80,15 +84,8 @@ export async function openHub({ askToken, onStatus, options = {} }) {
       }
       continue;
     }
-    let role;
-    try {
-      role = await detectRole(probe);
-    } finally {
-      probe.close().catch(() => {});
-    }
     saveToken(token);
-    const hub = await connect(hubUrl(), { maxRetry: Infinity, retryDelayMs: 1000, ...options, token });
-    return { hub, token, role };
+    return { hub, token, role: await detectRole(hub) };
   }
 }
 
