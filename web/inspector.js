@@ -3,7 +3,7 @@
 import { snapshotOf, eventOf, keyMeta } from "./conn.js";
 import { createEditor } from "./editor.js";
 import { renderJson } from "./json-view.js";
-import { $, jsonBytes, formatBytes, formatDuration, formatTime, errorText, flash } from "./util.js";
+import { $, jsonBytes, formatBytes, formatDuration, formatTime, errorText, flash, frameBatcher } from "./util.js";
 
 export function createInspector({ hub, onSaved, onDeleted }) {
   const emptyView = $("inspector-empty");
@@ -48,12 +48,39 @@ export function createInspector({ hub, onSaved, onDeleted }) {
     },
   });
 
+  // A busy key can change thousands of times a second: draw at most once a
+  // frame, and re-read its listing row (size, expiry) a few times a second.
+  let pendingHow;
+  const renderSoon = frameBatcher(() => {
+    if (pendingHow === undefined) return;
+    const how = pendingHow;
+    pendingHow = undefined;
+    render(how);
+  });
+  let metaTimer;
+  let metaLast = 0;
+  function metaSoon() {
+    if (metaTimer) return;
+    metaTimer = setTimeout(() => {
+      metaTimer = undefined;
+      metaLast = Date.now();
+      refreshMeta();
+    }, Math.max(0, 300 - (Date.now() - metaLast)));
+  }
+
   function apply(state, how) {
     current = state;
     if (state.exists) status = "live";
     else status = how === "expire" ? "expired" : how === "delete" ? "deleted" : "absent";
-    render(how);
-    if (how !== "snapshot" && status === "live") refreshMeta();
+    if (how === "update") {
+      bytes = undefined; // until the listing row says, count it here
+      pendingHow = how;
+      renderSoon();
+    } else {
+      pendingHow = undefined;
+      render(how);
+    }
+    if (how !== "snapshot" && status === "live") metaSoon();
     if (!state.exists) {
       expiresAt = undefined;
       bytes = undefined;
@@ -72,6 +99,7 @@ export function createInspector({ hub, onSaved, onDeleted }) {
       renderJson(pre, current.value);
       if (how === "update") {
         flash(pre);
+        pre.dataset.changes = String(Number(pre.dataset.changes ?? 0) + 1);
         metaUpdated.textContent = `at ${formatTime(new Date())}`;
       }
     } else {
@@ -163,6 +191,8 @@ export function createInspector({ hub, onSaved, onDeleted }) {
     title.textContent = k;
     metaUpdated.textContent = `none since ${formatTime(new Date())}`;
     pre.replaceChildren();
+    pre.classList.remove("flash");
+    pre.dataset.changes = "0";
     stateBadge.textContent = "loading…";
     stateBadge.className = "badge";
     try {

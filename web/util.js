@@ -107,4 +107,6 @@ export function flash(el, cls = "flash") {
   el.classList.remove(cls);
   void el.offsetWidth; // reflow so the animation starts again
   el.classList.add(cls);
+  // Drop the class when done, or un-hiding the element would replay it.
+  el.addEventListener("animationend", () => el.classList.remove(cls), { once: true });
 }

@@ -52,7 +52,8 @@ test("a key written by a Node client appears in the list and updates live in the
 
   const second = await client.update("app/config", { theme: "light", retries: 4 }, { ttlMs: 60_000 });
   await page.locator("#inspector-value", { hasText: '"light"' }).waitFor();
-  await page.locator("#inspector-value.flash").waitFor({ state: "attached" });
+  // Shown as a change (with the brief highlight), not as a fresh load.
+  await page.locator('#inspector-value[data-changes="1"]').waitFor();
   await page.locator("#meta-rev", { hasText: String(second.rev) }).waitFor();
   await page.locator("#meta-expiry", { hasText: /^in \d/ }).waitFor();
   await page.locator("#meta-updated", { hasText: /^at \d/ }).waitFor();
@@ -219,6 +220,9 @@ test("deletion and expiry by other clients are stated clearly", async () => {
 
 test("the event log can be paused and resumed", async () => {
   const pause = page.locator("#events-pause");
+  // Everything written so far has reached the log once this marker has.
+  await client.update("paused/marker", true);
+  await waitFor(async () => (await page.locator("#event-log li").first().getAttribute("data-key")) === "paused/marker", { message: "the marker first in the log" });
   await page.keyboard.press("Escape");
   await page.locator("body").press("p");
   assert.equal(await pause.getAttribute("aria-pressed"), "true");
@@ -248,6 +252,19 @@ test("the stats panel refreshes every second", async () => {
   assert.ok(Number(await page.locator("#stat-connections").textContent()) >= 2);
   // Selecting many keys in turn left one key subscription, plus the log's prefix one.
   await waitFor(async () => (await client.stats()).subscriptions === 2, { message: "2 subscriptions on the hub" });
+});
+
+test("a key written thousands of times converges to its last value", async () => {
+  await client.update("hot/key", { n: -1 });
+  await row("hot/key").waitFor();
+  await select("hot/key");
+  const writes = [];
+  for (let n = 0; n < 3000; n++) writes.push(client.update("hot/key", { n, pad: "x".repeat(200) }));
+  const last = (await Promise.all(writes)).at(-1);
+  await page.locator("#inspector-value", { hasText: '"n": 2999' }).waitFor({ timeout: 15_000 });
+  await page.locator("#meta-rev", { hasText: new RegExp(`^${last.rev}$`) }).waitFor();
+  await page.locator("#meta-size", { hasText: "219 B" }).waitFor();
+  await page.locator("#inspector-state", { hasText: "live" }).waitFor();
 });
 
 test("layouts: 1280×800, narrow (panels stack) and dark; screenshots in target/dashboard/", async () => {
