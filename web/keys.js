@@ -69,9 +69,16 @@ export function createKeyList({ hub, onSelect }) {
         h("span", { class: "m" }, `r${k.rev} · ${formatBytes(k.bytes)}`)));
     });
     list.replaceChildren(...rows);
+    setTabStop(rowFor(selected) ?? list.querySelector(".key-row"));
     empty.hidden = rows.length > 0;
     empty.textContent = prefix ? `No keys start with “${prefix}”.` : "No keys yet.";
-    if (focused !== undefined) rowFor(focused)?.focus();
+    if (focused !== undefined) {
+      const again = rowFor(focused);
+      if (again) {
+        setTabStop(again);
+        again.focus();
+      }
+    }
 
     const first = pageIndex * PAGE_SIZE + 1;
     const last = pageIndex * PAGE_SIZE + page.keys.length;
@@ -88,6 +95,12 @@ export function createKeyList({ hub, onSelect }) {
     }
     const seen = pageIndex * PAGE_SIZE + page.keys.length;
     count.textContent = page.next === null ? `${formatNumber(seen)} matching` : `${formatNumber(seen)}+ matching`;
+  }
+
+  // One Tab stop for the whole list (the selected row, else the first);
+  // the arrow keys move within it.
+  function setTabStop(target) {
+    for (const b of list.querySelectorAll(".key-row")) b.tabIndex = b === target ? 0 : -1;
   }
 
   function rowFor(key) {
@@ -111,7 +124,10 @@ export function createKeyList({ hub, onSelect }) {
     else if (e.key === "End") to = rows[rows.length - 1];
     else return;
     e.preventDefault();
-    to?.focus();
+    if (to) {
+      setTabStop(to);
+      to.focus();
+    }
   });
   prev.addEventListener("click", () => api.prevPage());
   next.addEventListener("click", () => api.nextPage());
@@ -155,6 +171,8 @@ export function createKeyList({ hub, onSelect }) {
       for (const b of list.querySelectorAll(".key-row")) {
         b.setAttribute("aria-current", b.dataset.key === key ? "true" : "false");
       }
+      const row = rowFor(key);
+      if (row) setTabStop(row);
     },
     setTotal(n) {
       total = n;

@@ -58,6 +58,13 @@ test("with 100,000 keys the first page renders quickly and paging works", async 
   await page.keyboard.press("Enter");
   await page.locator("#inspector-title", { hasText: "bulk/00002" }).waitFor();
   await page.locator("#inspector-value", { hasText: '"n": 2' }).waitFor();
+  // The list is one Tab stop: Tab leaves it (for the pager), Shift+Tab comes
+  // back to the selected row.
+  await page.locator('#key-list .key-row[data-key="bulk/00002"]').focus();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "next-page");
+  await page.keyboard.press("Shift+Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.key), "bulk/00002");
 });
 
 test("the prefix filter counts what it has loaded", async () => {
