@@ -1,10 +1,10 @@
 // Helpers for the dashboard's browser tests: a real hub on a free port,
 // Debian's Chromium through playwright-core, the JS client for Node, polling.
-import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
+import { startHub as startBinary } from "../lib/hub.js";
 import WebSocket from "ws";
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -12,51 +12,12 @@ export const screenshotDir = resolve(repoRoot, "target/dashboard");
 
 /**
  * Start `memhub serve` on 127.0.0.1 and a free port (or `port`). Resolves
- * with { port, httpUrl, wsUrl, stop() } once the hub logs its listening line.
+ * with { port, httpUrl (with a trailing slash), wsUrl, stderr(), stop() }
+ * once the hub logs its listening line; stop() is a graceful SIGTERM.
  */
-export function startHub(extraArgs = [], { port = 0 } = {}) {
-  const bin = process.env.MEMHUB_BIN || resolve(repoRoot, "target/debug/memhub");
-  const child = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", String(port), ...extraArgs], {
-    stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" },
-  });
-  let stderr = "";
-  const exited = new Promise((r) => child.once("exit", r));
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`hub did not start within 15 s; stderr:\n${stderr}`));
-    }, 15_000);
-    child.once("error", (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot run ${bin}: ${err.message} (build it with cargo build, or set MEMHUB_BIN)`));
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`hub exited (${code}) before listening; stderr:\n${stderr}`));
-    });
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (chunk) => {
-      if (stderr.length < 100_000) stderr += chunk;
-      const m = /listening on ws:\/\/127\.0\.0\.1:(\d+)\/ws/.exec(stderr);
-      if (m && timer) {
-        clearTimeout(timer);
-        const bound = Number(m[1]);
-        resolvePromise({
-          port: bound,
-          httpUrl: `http://127.0.0.1:${bound}/`,
-          wsUrl: `ws://127.0.0.1:${bound}/ws`,
-          stderr: () => stderr,
-          async stop() {
-            if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-            const t = setTimeout(() => child.kill("SIGKILL"), 5000);
-            await exited;
-            clearTimeout(t);
-          },
-        });
-      }
-    });
-  });
+export async function startHub(extraArgs = [], { port = 0 } = {}) {
+  const hub = await startBinary(extraArgs, { port, graceful: true });
+  return Object.assign(hub, { httpUrl: `${hub.httpUrl}/`, wsUrl: hub.url });
 }
 
 /** The JS client (web/memhub.js) for Node, over `ws`. */

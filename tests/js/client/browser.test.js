@@ -17,12 +17,8 @@ before(async () => {
     skip = `no Chromium at ${CHROMIUM}`;
     return;
   }
-  const { chromium } = await import("playwright-core");
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-  });
+  const { launchBrowser } = await import("../browser/hub.js");
+  browser = await launchBrowser();
 });
 
 after(async () => {

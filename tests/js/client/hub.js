@@ -1,117 +1,18 @@
-// Test helpers: run the real hub binary, a TCP proxy that can cut and block
-// connections, and small await-with-deadline utilities.
-//
-// The binary is $MEMHUB_BIN, else <repo>/target/debug/memhub (`cargo build`).
+// Test helpers: the real hub binary (../lib/hub.js), a TCP proxy that can
+// cut and block connections, and small await-with-deadline utilities.
 
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import net from "node:net";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 
 import { connect as clientConnect } from "../../../web/memhub.js";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-export const repoRoot = path.resolve(here, "..", "..", "..");
-export const BIN = process.env.MEMHUB_BIN || path.join(repoRoot, "target", "debug", "memhub");
+export { BIN, repoRoot, startHub } from "../lib/hub.js";
 
 export { WebSocket };
 
 /** connect() with the ws package and test-friendly retry settings. */
 export function connect(url, options = {}) {
   return clientConnect(url, { WebSocket, retryDelayMs: 50, maxRetry: 3, requestTimeoutMs: 5000, ...options });
-}
-
-function hubEnv() {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("MEMHUB_")) env[k] = v;
-  }
-  return env;
-}
-
-/** Spawns `memhub serve` once; resolves when it logs its address, rejects if it exits first. */
-function spawnOnce(args, port) {
-  if (!existsSync(BIN)) {
-    throw new Error(`hub binary ${BIN} not found: run \`cargo build\` in ${repoRoot} or set MEMHUB_BIN`);
-  }
-  const proc = spawn(BIN, ["serve", "--host", "127.0.0.1", "--port", String(port), ...args], {
-    env: hubEnv(),
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  return new Promise((resolve, reject) => {
-    let log = "";
-    const timer = setTimeout(() => {
-      proc.kill("SIGKILL");
-      reject(new Error(`hub did not start within 10 s:\n${log}`));
-    }, 10000);
-    const onData = (chunk) => {
-      log += chunk.toString();
-      const m = /listening on ws:\/\/127\.0\.0\.1:(\d+)\/ws/.exec(log);
-      if (m) {
-        clearTimeout(timer);
-        proc.stderr.off("data", onData);
-        proc.stderr.resume(); // keep draining
-        proc.off("exit", onExit);
-        resolve({ proc, port: Number(m[1]) });
-      }
-    };
-    const onExit = (code) => {
-      clearTimeout(timer);
-      reject(Object.assign(new Error(`hub exited (${code}) before listening:\n${log}`), { log }));
-    };
-    proc.stderr.on("data", onData);
-    proc.once("exit", onExit);
-  });
-}
-
-function exited(proc) {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => proc.once("exit", resolve));
-}
-
-/**
- * Starts a hub on a free port. Returns {port, url, httpUrl, stop(), kill(),
- * restart()}; restart() brings a fresh (empty) hub up on the same port.
- */
-export async function startHub(args = []) {
-  let { proc, port } = await spawnOnce(args, 0);
-  const hub = {
-    port,
-    url: `ws://127.0.0.1:${port}/ws`,
-    httpUrl: `http://127.0.0.1:${port}`,
-    get proc() {
-      return proc;
-    },
-    /** Kills the hub at once (like a crash) and waits for it to exit. */
-    async kill() {
-      if (proc) {
-        const p = proc;
-        proc = null;
-        p.kill("SIGKILL");
-        await exited(p);
-      }
-    },
-    async stop() {
-      await hub.kill();
-    },
-    /** Starts the hub again on the same port (retrying while the port is busy). */
-    async restart() {
-      await hub.kill();
-      const deadline = Date.now() + 10000;
-      for (;;) {
-        try {
-          ({ proc } = await spawnOnce(args, port));
-          return;
-        } catch (e) {
-          if (Date.now() > deadline || !/in use|AddrInUse|address/i.test(e.log || "")) throw e;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
-    },
-  };
-  return hub;
 }
 
 /**

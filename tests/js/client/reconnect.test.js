@@ -31,6 +31,27 @@ function reconnects() {
   return hook;
 }
 
+/**
+ * A hub, a cuttable proxy in front of it, and a client through the proxy
+ * (`options` for connect); all stopped when the test ends.
+ */
+async function behindProxy(t, options) {
+  const hub = await startHub();
+  t.after(() => hub.stop());
+  const proxy = await startProxy(hub.port);
+  t.after(() => proxy.close());
+  const c = await connect(proxy.url, options);
+  t.after(() => c.close());
+  return { hub, proxy, c };
+}
+
+/** A client on the hub directly, closed when the test ends. */
+async function direct(t, hub) {
+  const w = await connect(hub.url);
+  t.after(() => w.close());
+  return w;
+}
+
 test("hub restart on the same port: subscriptions resume, a synthesized delete reports the lost key", async (t) => {
   const hub = await startHub();
   t.after(() => hub.stop());
@@ -69,15 +90,9 @@ test("hub restart on the same port: subscriptions resume, a synthesized delete r
 });
 
 test("link cut, hub alive: synthesized events for what changed while away (same epoch, revs compared)", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
-  const proxy = await startProxy(hub.port);
-  t.after(() => proxy.close());
-  const w = await connect(hub.url);
-  t.after(() => w.close());
   const onReconnect = reconnects();
-  const c = await connect(proxy.url, { maxRetry: 400, retryDelayMs: 25, onReconnect });
-  t.after(() => c.close());
+  const { hub, proxy, c } = await behindProxy(t, { maxRetry: 400, retryDelayMs: 25, onReconnect });
+  const w = await direct(t, hub);
 
   await w.update("a/changed", 1);
   await w.update("a/deleted", 1);
@@ -116,13 +131,8 @@ test("link cut, hub alive: synthesized events for what changed while away (same 
 });
 
 test("hub restarted while away, new value written before the client returns: synthesized update with it", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
-  const proxy = await startProxy(hub.port);
-  t.after(() => proxy.close());
   const onReconnect = reconnects();
-  const c = await connect(proxy.url, { maxRetry: 400, retryDelayMs: 25, onReconnect });
-  t.after(() => c.close());
+  const { hub, proxy, c } = await behindProxy(t, { maxRetry: 400, retryDelayMs: 25, onReconnect });
   await c.update("cfg", { mode: "old" });
   const sub = await c.subscribe("cfg");
   const epoch = c.epoch;
@@ -130,8 +140,7 @@ test("hub restarted while away, new value written before the client returns: syn
   proxy.block();
   await hub.restart(); // same port; the proxy's connections die with the old hub
   await until(() => c.reconnecting, 5000, "the client to notice the restart");
-  const w = await connect(hub.url);
-  t.after(() => w.close());
+  const w = await direct(t, hub);
   const fresh = await w.update("cfg", { mode: "new" });
   const reconnected = onReconnect.next();
   proxy.unblock();
@@ -146,15 +155,9 @@ test("hub restarted while away, new value written before the client returns: syn
 });
 
 test("a call in flight when the link drops rejects (disconnected); calls made while reconnecting wait for the link", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
-  const proxy = await startProxy(hub.port);
-  t.after(() => proxy.close());
-  const w = await connect(hub.url);
-  t.after(() => w.close());
   const onReconnect = reconnects();
-  const c = await connect(proxy.url, { maxRetry: 400, retryDelayMs: 25, onReconnect });
-  t.after(() => c.close());
+  const { hub, proxy, c } = await behindProxy(t, { maxRetry: 400, retryDelayMs: 25, onReconnect });
+  const w = await direct(t, hub);
   await w.update("k", "v");
 
   // A raw lock that must wait keeps this request unanswered.
@@ -187,12 +190,7 @@ test("a call in flight when the link drops rejects (disconnected); calls made wh
 });
 
 test("retries exhausted: iterators end, waiting calls reject, a later call connects again", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
-  const proxy = await startProxy(hub.port);
-  t.after(() => proxy.close());
-  const c = await connect(proxy.url, { maxRetry: 2, retryDelayMs: 20 });
-  t.after(() => c.close());
+  const { hub, proxy, c } = await behindProxy(t, { maxRetry: 2, retryDelayMs: 20 });
   await c.update("k", 1);
   const sub = await c.subscribe("k");
   const psub = await c.subscribePrefix("");
