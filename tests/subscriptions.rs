@@ -109,16 +109,6 @@ async fn pipelined_big_updates(
     revs
 }
 
-/// This process's `VmRSS` or `VmHWM` in KiB.
-fn proc_status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // Ordering
 // ---------------------------------------------------------------------------
@@ -509,7 +499,10 @@ async fn unsubscribe_stops_events_for_that_subscription_only() {
         .await
         .expect("writer stops")
         .unwrap();
-    assert!(n >= 55, "writer wrote only {n}");
+    assert!(
+        n >= at_unsubscribe + 50,
+        "writer wrote only {n}, {at_unsubscribe} of them before the unsubscribe"
+    );
 
     // Every write of "a" completed before this one began, so any leaked
     // event for the old subscription would arrive before this event.
@@ -842,96 +835,6 @@ async fn a_stuck_prefix_subscriber_gets_lagged_and_later_events() {
     }
     assert!(lagged >= 1);
     hub.stop().await.unwrap();
-}
-
-/// Runs [`stuck_subscriber_memory_child`] in a process of its own, so that
-/// nothing else running in this test binary disturbs its RSS measurement.
-#[test]
-fn a_stuck_subscriber_costs_bounded_memory() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "stuck_subscriber_memory_child",
-            "--ignored",
-            "--nocapture",
-        ])
-        .output()
-        .expect("run the child test");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!(
-        "{}",
-        stderr
-            .lines()
-            .filter(|l| l.contains("RSS"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run in its own process by a_stuck_subscriber_costs_bounded_memory"]
-async fn stuck_subscriber_memory_child() {
-    const VALUE: usize = 300 << 10;
-    const N: usize = 1000; // ~300 MB through one stuck subscriber
-    let hub = TestHub::with_config(ServerConfig {
-        outbound_max_events: 8,
-        outbound_max_bytes: 4 << 20,
-        ..ServerConfig::default()
-    })
-    .await;
-    let mut w = hub.client().await;
-    let mut s = hub.client().await;
-    let id = sub_id(&s.call("subscribe", json!({"key": "k"})).await);
-    let keys = vec!["k".to_string()];
-    // Warm up the allocator with the same sizes, with everyone reading.
-    let warm = *pipelined_big_updates(&mut w, &keys, 20, VALUE)
-        .await
-        .last()
-        .unwrap();
-    for _ in 0..30 {
-        let e = s.next_event().await;
-        if e.get("rev").and_then(Value::as_u64) == Some(warm) {
-            break;
-        }
-    }
-
-    let before = proc_status_kib("VmRSS");
-    let wrevs = pipelined_big_updates(&mut w, &keys, N, VALUE).await;
-    let after = proc_status_kib("VmRSS");
-    let growth_mib = after.saturating_sub(before) / 1024;
-    eprintln!(
-        "RSS before {} MiB, after {} MiB, growth {growth_mib} MiB, peak {} MiB",
-        before / 1024,
-        after / 1024,
-        proc_status_kib("VmHWM") / 1024
-    );
-    assert!(
-        growth_mib < 100,
-        "RSS grew by {growth_mib} MiB while a subscriber was stuck"
-    );
-
-    // And it still converges.
-    let final_rev = *wrevs.last().unwrap();
-    let mut saw_lagged = false;
-    for _ in 0..N + 10 {
-        let e = s.next_event().await;
-        assert_eq!(sub_id(&e), id);
-        if e["event"] == "lagged" {
-            saw_lagged = true;
-        } else if rev(&e) == final_rev {
-            assert!(saw_lagged);
-            assert_eq!(big_index(&e["value"]), N);
-            hub.stop().await.unwrap();
-            return;
-        }
-    }
-    panic!("never converged to rev {final_rev}");
 }
 
 // ---------------------------------------------------------------------------
