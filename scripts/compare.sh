@@ -7,7 +7,7 @@
 #
 # Needs redis-server and redis-benchmark (installed from Debian when missing
 # and running as root) and a release build of memhub (built here). Ports:
-# hub 18874, Redis 18875. Takes about 4 minutes with the defaults.
+# hub 18874, Redis 18875. Takes about 5 minutes with the defaults.
 set -euo pipefail
 
 reps=3
@@ -22,6 +22,8 @@ while [ $# -gt 0 ]; do
         *) echo "compare: unknown option $1" >&2; exit 2 ;;
     esac
 done
+out=$(realpath -m "$out")
+cd "$(dirname "$0")/.."
 mkdir -p "$out"
 rm -f "$out"/*.txt
 
@@ -31,7 +33,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/memhub"
 url="ws://127.0.0.1:$hub_port/ws"
 
 # --- prerequisites -----------------------------------------------------------
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null ||
+    ! command -v redis-cli >/dev/null; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "==> compare: installing redis-server from Debian"
         apt-get update -qq
