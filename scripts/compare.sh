@@ -7,7 +7,8 @@
 #
 # Needs redis-server and redis-benchmark (installed from Debian when missing
 # and running as root) and a release build of memhub (built here). Ports:
-# hub 18874, Redis 18875. Takes about 5 minutes with the defaults.
+# hub 18874 (default tokio workers) and 18876 (one worker), Redis 18875.
+# Takes about 6 minutes with the defaults.
 set -euo pipefail
 
 reps=3
@@ -29,8 +30,12 @@ rm -f "$out"/*.txt
 
 hub_port=18874
 redis_port=18875
+# A second hub on one tokio worker thread, measured by a bench on one
+# worker too (like redis-server and redis-benchmark, one thread each).
+hub1_port=18876
 bin="${CARGO_TARGET_DIR:-target}/release/memhub"
 url="ws://127.0.0.1:$hub_port/ws"
+url1="ws://127.0.0.1:$hub1_port/ws"
 
 # --- prerequisites -----------------------------------------------------------
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null ||
@@ -55,10 +60,12 @@ fi
 
 # --- servers -----------------------------------------------------------------
 hub_pid=""
+hub1_pid=""
 redis_pid=""
 stop_hub() { if [ -n "$hub_pid" ]; then kill "$hub_pid" 2>/dev/null || true; wait "$hub_pid" 2>/dev/null || true; hub_pid=""; fi; }
+stop_hub1() { if [ -n "$hub1_pid" ]; then kill "$hub1_pid" 2>/dev/null || true; wait "$hub1_pid" 2>/dev/null || true; hub1_pid=""; fi; }
 stop_redis() { if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; redis_pid=""; fi; }
-trap 'stop_hub; stop_redis' EXIT
+trap 'stop_hub; stop_hub1; stop_redis' EXIT
 
 start_hub() {
     stop_hub
@@ -69,6 +76,16 @@ start_hub() {
         sleep 0.1
     done
     echo "compare: the hub did not start; its log:" >&2; cat "$out/hub.log" >&2; exit 1
+}
+start_hub1() {
+    stop_hub1
+    TOKIO_WORKER_THREADS=1 "$bin" serve --host 127.0.0.1 --port "$hub1_port" 2>"$out/hub1.log" &
+    hub1_pid=$!
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$hub1_port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "compare: the one-worker hub did not start; its log:" >&2; cat "$out/hub1.log" >&2; exit 1
 }
 start_redis() {
     stop_redis
@@ -108,6 +125,12 @@ rr_round() {
             record "memhub_${mode}_p$p" "$(json ops_per_sec <<<"$line")"
             record "memhub_${mode}_p${p}_p99" "$(json p99 <<<"$line")"
         done
+        for mode in get update; do
+            echo "    TOKIO_WORKER_THREADS=1 memhub bench --mode $mode --clients 50 --pipeline $p --value-size 100 --seconds $secs   (one-worker hub)"
+            line=$(TOKIO_WORKER_THREADS=1 memhub_bench --url "$url1" --mode "$mode" --clients 50 --pipeline "$p" --value-size 100 --seconds "$secs")
+            record "memhub1w_${mode}_p$p" "$(json ops_per_sec <<<"$line")"
+            record "memhub1w_${mode}_p${p}_p99" "$(json p99 <<<"$line")"
+        done
     done
     echo "    memhub bench --mode redis-fanout --subscribers 1000 --pipeline 16 --seconds $secs"
     line=$(memhub_bench --url "redis://127.0.0.1:$redis_port" --mode redis-fanout --subscribers 1000 --pipeline 16 --seconds "$secs")
@@ -121,11 +144,13 @@ rr_round() {
 
 echo "==> compare: request/response and fan-out, $reps interleaved rounds (hub and Redis both running)"
 start_hub
+start_hub1
 start_redis
 for rep in $(seq "$reps"); do
     echo "  round $rep/$reps"
     rr_round "$rep"
 done
+stop_hub1
 
 echo "==> compare: 10,000 idle connections (fresh servers)"
 start_hub
@@ -193,6 +218,10 @@ for p in 1 16; do
             tgt="≥ 0.7 × Redis"
         fi
         echo "| \`$m\` vs \`${r^^}\`, 50 clients, pipeline $p | $(fmt "$(med "memhub_${m}_p$p")") ops/s, p99 $(fmt "$mp99") µs | $(fmt "$(med "redis_${r}_p$p")") ops/s, p99 $(fmt "$rp99") µs | $rat | $tgt | $ok |"
+        rat=$(ratio "memhub1w_${m}_p$p" "redis_${r}_p$p")
+        mp99=$(med "memhub1w_${m}_p${p}_p99")
+        if [ "$p" = 1 ]; then ok=$(verdict "$rat >= $target && $mp99 <= 1000"); else ok=$(verdict "$rat >= $target"); fi
+        echo "| same, hub and bench on 1 tokio worker each | $(fmt "$(med "memhub1w_${m}_p$p")") ops/s, p99 $(fmt "$mp99") µs | (same runs) | $rat | $tgt | $ok |"
     done
 done
 rat=$(ratio memhub_fanout redis_fanout)
