@@ -80,6 +80,10 @@ fuzz seconds="60":
 bench *args:
     cargo bench --bench store -- "$@"
 
+# memhub vs Redis side by side (get/update, pipelining, fan-out, idle connections, keyspace RSS, keys); prints a table of ratios. Extra args go to scripts/compare.sh (e.g. `just compare --reps 5`)
+compare *args:
+    scripts/compare.sh "$@"
+
 # Format all code
 fmt:
     cargo fmt

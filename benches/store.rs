@@ -88,6 +88,13 @@ fn keys_pages(c: &mut Criterion) {
     g.bench_function("middle_page_100_of_100k", |b| {
         b.iter(|| black_box(store.keys(black_box("key:"), Some("key:00050000"), 100)))
     });
+    drop(store);
+
+    // The size of the keyspace target in docs/performance.md.
+    let store = store_with(1_000_000);
+    g.bench_function("middle_page_100_of_1m", |b| {
+        b.iter(|| black_box(store.keys(black_box("key:"), Some("key:00500000"), 100)))
+    });
     g.finish();
 }
 

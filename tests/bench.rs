@@ -86,6 +86,31 @@ async fn connect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys() {
+    check(small(Mode::Keys)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle() {
+    let report = check(BenchConfig {
+        clients: 50,
+        ..small(Mode::Idle)
+    })
+    .await;
+    let Some(i) = report.idle else {
+        panic!("no idle figures")
+    };
+    assert_eq!(i.connections, 50);
+    assert!(i.rss_before_bytes > 0 && i.rss_after_bytes > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fanout_needs_a_redis_url() {
+    let cfg = small(Mode::RedisFanout);
+    assert!(run(&cfg).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout() {
     check_fanout(small(Mode::Fanout)).await;
 }

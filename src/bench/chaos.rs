@@ -553,13 +553,14 @@ impl Ctx {
 
 /// Whose RSS is read.
 #[derive(Clone, Copy)]
-enum RssSource {
+pub(crate) enum RssSource {
     InProcess,
     Pid(u32),
 }
 
 impl RssSource {
-    fn read(self) -> Option<u64> {
+    /// The current RSS in bytes, if /proc can tell.
+    pub(crate) fn read(self) -> Option<u64> {
         let path = match self {
             RssSource::InProcess => "/proc/self/status".to_string(),
             RssSource::Pid(p) => format!("/proc/{p}/status"),
@@ -576,7 +577,8 @@ impl RssSource {
         Some(kb * 1024)
     }
 
-    fn describe(self) -> String {
+    /// Whose RSS this is, for reports and errors.
+    pub(crate) fn describe(self) -> String {
         match self {
             RssSource::InProcess => "in-process: hub and load together".into(),
             RssSource::Pid(p) => format!("pid {p}"),
@@ -795,6 +797,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
             after,
             max_connections_seen: max_conns,
         }),
+        idle: None,
     })
 }
 

@@ -90,6 +90,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
         latency_us: Latency::from_nanos(&total.hist),
         fanout: None,
         chaos: None,
+        idle: None,
     })
 }
 

@@ -49,28 +49,28 @@ pub const PREFIX_KEYS: u64 = 16;
 pub const WINDOW: u64 = 256;
 /// How long subscribers may take, after the publisher stopped, to receive
 /// the last update before the missing ones count as missed.
-const DRAIN: Duration = Duration::from_secs(5);
-const HIST_SHARDS: usize = 16;
+pub(super) const DRAIN: Duration = Duration::from_secs(5);
+pub(super) const HIST_SHARDS: usize = 16;
 
 /// A subscriber's progress: the next sequence number it expects
 /// (`u64::MAX` once it is gone). Padded against false sharing.
 #[derive(Default)]
 #[repr(align(64))]
-struct Slot(AtomicU64);
+pub(super) struct Slot(pub(super) AtomicU64);
 
 /// What the publisher and the subscribers share.
-struct Shared {
-    plan: Arc<Plan>,
-    slots: Vec<Slot>,
+pub(super) struct Shared {
+    pub(super) plan: Arc<Plan>,
+    pub(super) slots: Vec<Slot>,
     /// The publisher waits until every subscriber expects at least this
     /// (`u64::MAX` while it is not waiting).
-    wake_at: AtomicU64,
-    notify: Notify,
-    hists: Vec<Mutex<Histogram<u64>>>,
+    pub(super) wake_at: AtomicU64,
+    pub(super) notify: Notify,
+    pub(super) hists: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl Shared {
-    fn min_progress(&self) -> u64 {
+    pub(super) fn min_progress(&self) -> u64 {
         self.slots
             .iter()
             .map(|s| s.0.load(Ordering::SeqCst))
@@ -78,7 +78,7 @@ impl Shared {
             .unwrap_or(u64::MAX)
     }
 
-    fn advance(&self, idx: usize, expected: u64) {
+    pub(super) fn advance(&self, idx: usize, expected: u64) {
         self.slots[idx].0.store(expected, Ordering::SeqCst);
         if expected >= self.wake_at.load(Ordering::SeqCst) {
             self.notify.notify_one();
@@ -188,6 +188,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
             lagged,
         }),
         chaos: None,
+        idle: None,
     })
 }
 

@@ -15,8 +15,10 @@
 //! keys `bench:{n}`; `incr` uses `bench:incr:{n}` so that it never meets the
 //! string values the other modes leave behind), `fanout` and `prefix-fanout`
 //! (one publisher, many subscribers; see [`fanout`]), `connect`
-//! (connection setup rate) and `chaos` (a soak under abuse with a PASS/FAIL
-//! verdict; see [`chaos`]).
+//! (connection setup rate), `chaos` (a soak under abuse with a PASS/FAIL
+//! verdict; see [`chaos`]), `keys` (latency of a `keys` page), `idle` (hub
+//! RSS per open idle connection) and `redis-fanout` (the `fanout` workload
+//! against Redis pub/sub, for comparison; see [`redis_fanout`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -38,7 +40,9 @@
 pub mod chaos;
 mod connect;
 pub mod fanout;
+mod idle;
 mod progress;
+pub mod redis_fanout;
 mod report;
 mod workload;
 
@@ -52,7 +56,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use report::{ChaosReport, FanoutReport, HubState, Latency, Report};
+pub use report::{ChaosReport, FanoutReport, HubState, IdleReport, Latency, Report};
 
 /// How long `run` measures when neither `--seconds` nor `--requests` is given.
 pub const DEFAULT_SECONDS: u64 = 10;
@@ -67,7 +71,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Everything `memhub bench` can be told; the field docs are the `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
-    /// WebSocket URL of the hub to measure (ignored with --spawn).
+    /// WebSocket URL of the hub to measure (ignored with --spawn); for
+    /// `--mode redis-fanout` the Redis server as redis://HOST:PORT.
     #[arg(long, env = "MEMHUB_URL", default_value = "ws://127.0.0.1:18813/ws")]
     pub url: String,
 
@@ -124,8 +129,9 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 16 << 20, value_parser = RangedU64ValueParser::<usize>::new().range(1024..=(1 << 30)))]
     pub max_message_bytes: usize,
 
-    /// Process id of an external hub, for `--mode chaos` to read its RSS
-    /// from /proc/PID/status (with --spawn the RSS of this process is read).
+    /// Process id of an external hub, for `--mode chaos` and `--mode idle` to
+    /// read its RSS from /proc/PID/status (with --spawn the RSS of this
+    /// process is read).
     #[arg(long)]
     pub pid: Option<u32>,
 
@@ -190,6 +196,16 @@ pub enum Mode {
     /// holders; then checks known keys, hub state and RSS. Prints PASS or
     /// FAIL (and exits non-zero on FAIL).
     Chaos,
+    /// `keys` pages of 100 under the prefix `bench:`, each starting after a
+    /// random key (the keyspace is filled first).
+    Keys,
+    /// Opens `--clients` connections, has each answer one `version`, and
+    /// reports the hub's RSS growth per connection (needs --pid or --spawn).
+    Idle,
+    /// The `fanout` workload against Redis pub/sub (`--url
+    /// redis://HOST:PORT`): `--subscribers` SUBSCRIBE connections, one
+    /// publisher.
+    RedisFanout,
 }
 
 impl Mode {
@@ -205,6 +221,9 @@ impl Mode {
             Mode::PrefixFanout => "prefix-fanout",
             Mode::Connect => "connect",
             Mode::Chaos => "chaos",
+            Mode::Keys => "keys",
+            Mode::Idle => "idle",
+            Mode::RedisFanout => "redis-fanout",
         }
     }
 }
@@ -260,7 +279,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
     if cfg.mode == Mode::Chaos && cfg.requests.is_some() {
         bail!("--requests does not apply to --mode chaos; use --seconds");
     }
-    let hub = if cfg.spawn {
+    let hub = if cfg.spawn && cfg.mode != Mode::RedisFanout {
         let config = crate::ServerConfig {
             max_message_bytes: cfg.max_message_bytes,
             ..crate::ServerConfig::default()
@@ -274,12 +293,14 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
         None => cfg.url.clone(),
     };
     let result = match cfg.mode {
-        Mode::Get | Mode::Update | Mode::Mixed | Mode::Memoize | Mode::Incr => {
+        Mode::Get | Mode::Update | Mode::Mixed | Mode::Memoize | Mode::Incr | Mode::Keys => {
             workload::run(cfg, &url).await
         }
         Mode::Fanout | Mode::PrefixFanout => fanout::run(cfg, &url).await,
         Mode::Connect => connect::run(cfg, &url).await,
         Mode::Chaos => chaos::run(cfg, &url).await,
+        Mode::Idle => idle::run(cfg, &url).await,
+        Mode::RedisFanout => redis_fanout::run(cfg, &url).await,
     };
     if let Some(h) = hub {
         h.stop().await;

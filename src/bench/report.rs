@@ -98,6 +98,22 @@ pub struct Report {
     /// Soak figures and the verdict, in `chaos` mode only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chaos: Option<ChaosReport>,
+    /// Memory per idle connection, in `idle` mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReport>,
+}
+
+/// The `idle` part of a report: what open, quiet connections cost the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IdleReport {
+    /// Connections held open.
+    pub connections: usize,
+    /// Hub RSS before they were opened.
+    pub rss_before_bytes: u64,
+    /// Hub RSS with all of them open and answered.
+    pub rss_after_bytes: u64,
+    /// `(after - before) / connections`.
+    pub bytes_per_connection: f64,
 }
 
 /// The hub-wide numbers of `stats` that must return to their baseline once
@@ -281,14 +297,14 @@ impl Report {
         };
         s.push_str(&format!("memhub bench {} against {target}\n", self.mode));
         match self.mode {
-            Mode::Fanout | Mode::PrefixFanout => {
+            Mode::Fanout | Mode::PrefixFanout | Mode::RedisFanout => {
                 let subs = self.fanout.as_ref().map_or(0, |f| f.subscribers);
                 s.push_str(&format!(
                     "  1 publisher, pipeline {}, {subs} subscribers, {}-character values\n",
                     self.pipeline, self.value_size
                 ));
             }
-            Mode::Connect => {
+            Mode::Connect | Mode::Idle => {
                 s.push_str(&format!("  {} clients\n", self.clients));
             }
             Mode::Chaos => {
@@ -306,8 +322,8 @@ impl Report {
             }
         }
         let (what, errors) = match self.mode {
-            Mode::Fanout | Mode::PrefixFanout => ("publishes", "errors"),
-            Mode::Connect => ("connections", "errors"),
+            Mode::Fanout | Mode::PrefixFanout | Mode::RedisFanout => ("publishes", "errors"),
+            Mode::Connect | Mode::Idle => ("connections", "errors"),
             Mode::Chaos => ("operations", "unexpected errors"),
             _ => ("requests", "errors"),
         };
@@ -339,6 +355,15 @@ impl Report {
         }
         if let Some(c) = &self.chaos {
             c.human(&mut s);
+        }
+        if let Some(i) = &self.idle {
+            s.push_str(&format!(
+                "  hub RSS: {} before, {} with {} connections open: {:.1} KiB per connection\n",
+                mib(i.rss_before_bytes),
+                mib(i.rss_after_bytes),
+                i.connections,
+                i.bytes_per_connection / 1024.0
+            ));
         }
         s
     }
@@ -416,6 +441,7 @@ mod tests {
                 lagged: 0,
             }),
             chaos: None,
+            idle: None,
         };
         let line = r.to_json_line();
         assert!(!line.contains('\n'));

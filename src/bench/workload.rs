@@ -1,4 +1,5 @@
-//! Request/response modes: `get`, `update`, `mixed`, `memoize`, `incr`.
+//! Request/response modes: `get`, `update`, `mixed`, `memoize`, `incr`,
+//! `keys`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -43,6 +44,11 @@ impl Templates {
         let write = match cfg.mode {
             Mode::Memoize => piece("memoize", "bench:", &with_value),
             Mode::Incr => piece("incr", "bench:incr:", "\"}}"),
+            // A page of 100 starting after a random key of the keyspace.
+            Mode::Keys => (
+                format!("{HEAD}keys\",\"params\":{{\"prefix\":\"bench:\",\"limit\":100,\"after\":\"bench:"),
+                "\"}}".to_string(),
+            ),
             _ => piece("update", "bench:", &with_value),
         };
         Self {
@@ -89,7 +95,7 @@ pub(crate) fn value_json(len: usize) -> String {
 
 pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> {
     let templates = Arc::new(Templates::new(cfg));
-    if matches!(cfg.mode, Mode::Get | Mode::Mixed) {
+    if matches!(cfg.mode, Mode::Get | Mode::Mixed | Mode::Keys) {
         populate(cfg, url).await?;
     }
     let conns = open_many(url, cfg.clients).await?;
@@ -145,6 +151,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
         latency_us: Latency::from_nanos(&total.hist),
         fanout: None,
         chaos: None,
+        idle: None,
     })
 }
 
@@ -337,6 +344,7 @@ mod tests {
             Mode::Mixed,
             Mode::Memoize,
             Mode::Incr,
+            Mode::Keys,
         ] {
             let cfg = BenchConfig {
                 mode,
@@ -352,10 +360,14 @@ mod tests {
                     Ok(v) => v,
                     Err(e) => panic!("{text}: {e}"),
                 };
-                let key = v["params"]["key"].as_str().unwrap_or_default().to_string();
+                let key = match v["method"].as_str() {
+                    Some("keys") => &v["params"]["after"],
+                    _ => &v["params"]["key"],
+                };
+                let key = key.as_str().unwrap_or_default().to_string();
                 assert!(key.starts_with("bench:"), "{text}");
                 match v["method"].as_str() {
-                    Some("get") | Some("incr") => {}
+                    Some("get") | Some("incr") | Some("keys") => {}
                     Some("update") | Some("memoize") => {
                         assert_eq!(v["params"]["value"], "xxxxx")
                     }

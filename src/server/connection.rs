@@ -260,8 +260,14 @@ fn read_result(
 /// Queues a response, waiting for room; gives up on shutdown (closing with
 /// 1001) or when the writer is gone.
 async fn respond(outbox: &Outbox, hub: &Hub, resp: String) -> Result<(), &'static str> {
+    // Almost always there is room: queue without arming a timer.
+    let resp = match outbox.try_push_response(Utf8Bytes::from(resp)) {
+        Ok(true) => return Ok(()),
+        Ok(false) => return Err("socket write failed"),
+        Err(resp) => resp,
+    };
     tokio::select! {
-        queued = outbox.push_response(Utf8Bytes::from(resp)) => {
+        queued = outbox.push_response(resp) => {
             if queued { Ok(()) } else { Err("socket write failed") }
         }
         _ = hub.shutdown.cancelled() => {

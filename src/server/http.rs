@@ -22,7 +22,7 @@ use super::auth::{presented_token, Role, UNAUTHORIZED};
 use super::{assets, connection, Hub};
 
 /// Per-connection socket buffers: small, so 10,000 idle connections stay cheap.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The hub's routes.

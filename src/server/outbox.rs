@@ -86,27 +86,41 @@ impl Outbox {
     /// Announces every pending subscription right after it. Returns false
     /// if the outbox is closed.
     pub async fn push_response(&self, frame: Utf8Bytes) -> bool {
-        let mut frame = Some(frame);
+        let mut frame = frame;
         loop {
             let space = self.space.notified();
-            {
-                let mut st = self.state.lock();
-                if st.closed {
-                    return false;
-                }
-                if st.bytes < self.max_bytes || st.queue.is_empty() {
-                    if let Some(f) = frame.take() {
-                        st.bytes += f.len();
-                        st.queue.push_back(Outgoing::Frame(f));
-                    }
-                    self.announce_locked(&mut st);
-                    drop(st);
-                    self.writer_wake.notify_one();
-                    return true;
-                }
+            match self.try_push_response(frame) {
+                Ok(queued) => return queued,
+                Err(f) => frame = f,
             }
             space.await;
         }
+    }
+
+    /// Queues a response if the queue is within its byte budget, without
+    /// waiting: `Ok(true)` when queued, `Ok(false)` when the outbox is
+    /// closed, and the frame back when the caller has to wait for room
+    /// (see [`Outbox::push_response`]). Like `push_response`, it announces
+    /// every pending subscription right after the response.
+    pub fn try_push_response(&self, frame: Utf8Bytes) -> Result<bool, Utf8Bytes> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Ok(false);
+        }
+        if st.bytes >= self.max_bytes && !st.queue.is_empty() {
+            return Err(frame);
+        }
+        // Whoever made the queue non-empty already woke the writer, which
+        // takes everything queued until it looks: one wake-up per batch.
+        let was_idle = st.queue.is_empty() && st.lagged.is_empty();
+        st.bytes += frame.len();
+        st.queue.push_back(Outgoing::Frame(frame));
+        self.announce_locked(&mut st);
+        drop(st);
+        if was_idle {
+            self.writer_wake.notify_one();
+        }
+        Ok(true)
     }
 
     /// Announces pending subscriptions when a frame produced no response.
