@@ -367,3 +367,72 @@ async fn every_client_command_has_examples_in_its_help() {
         assert!(r.stdout.contains(&format!("memhub {cmd} ")), "{cmd}");
     }
 }
+
+/// `memhub bench` from the command line, so the tool cannot rot: a 2-second
+/// run against its own in-process hub completes with zero errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_smoke_run_has_no_errors() {
+    let r = run_with(
+        &[
+            "bench",
+            "--spawn",
+            "--seconds",
+            "2",
+            "--clients",
+            "4",
+            "--json",
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let report = r.json();
+    assert_eq!(report["errors"], json!(0), "{report}");
+    assert!(report["ops"].as_u64().is_some_and(|n| n > 0), "{report}");
+}
+
+/// `memhub bench --token` reaches a hub with tokens, and the token appears
+/// nowhere in its output, nor in the error when it is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_token_is_used_and_never_printed() {
+    let mut tokens = memhub::server::Tokens::new();
+    tokens
+        .add("bench-secret-9f2", memhub::server::Role::Write)
+        .expect("token");
+    let hub = TestHub::with_config(memhub::ServerConfig {
+        tokens,
+        ..memhub::ServerConfig::default()
+    })
+    .await;
+    let url = hub.url();
+    let args = [
+        "bench",
+        "--url",
+        &url,
+        "--seconds",
+        "1",
+        "--clients",
+        "2",
+        "--json",
+    ];
+    let mut with_token = args.to_vec();
+    with_token.extend(["--token", "bench-secret-9f2"]);
+    let ok = run_with(&with_token, &[], "").await;
+    let report = ok.json();
+    assert_eq!(report["errors"], json!(0), "{report}");
+    assert!(!ok.stdout.contains("bench-secret") && !ok.stderr.contains("bench-secret"));
+    assert!(
+        report["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("?token=***")),
+        "{report}"
+    );
+
+    let wrong = run_with(&args, &[("MEMHUB_TOKEN", "wrong-secret-71c")], "").await;
+    assert_ne!(wrong.code, 0, "{wrong:?}");
+    assert!(wrong.stderr.contains("401"), "{wrong:?}");
+    assert!(
+        !wrong.stderr.contains("wrong-secret") && !wrong.stdout.contains("wrong-secret"),
+        "{wrong:?}"
+    );
+}

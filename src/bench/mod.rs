@@ -76,6 +76,11 @@ pub struct BenchConfig {
     #[arg(long, env = "MEMHUB_URL", default_value = "ws://127.0.0.1:18813/ws")]
     pub url: String,
 
+    /// Access token for a hub started with tokens (sent as `?token=`; never
+    /// printed: reports and errors show the URL with `token=***`).
+    #[arg(long, env = "MEMHUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// The workload.
     #[arg(long, value_enum, default_value_t = Mode::Get)]
     pub mode: Mode,
@@ -150,6 +155,7 @@ impl Default for BenchConfig {
     fn default() -> Self {
         Self {
             url: "ws://127.0.0.1:18813/ws".into(),
+            token: None,
             mode: Mode::Get,
             clients: 50,
             pipeline: 1,
@@ -288,9 +294,10 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
     } else {
         None
     };
-    let url = match &hub {
-        Some(h) => h.url.clone(),
-        None => cfg.url.clone(),
+    let url = match (&hub, &cfg.token) {
+        (Some(h), _) => h.url.clone(),
+        (None, Some(token)) if cfg.mode != Mode::RedisFanout => with_token(&cfg.url, token),
+        (None, _) => cfg.url.clone(),
     };
     let result = match cfg.mode {
         Mode::Get | Mode::Update | Mode::Mixed | Mode::Memoize | Mode::Incr | Mode::Keys => {
@@ -305,6 +312,14 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
     if let Some(h) = hub {
         h.stop().await;
     }
+    // Tokens never reach the output, whether from --token or in --url.
+    let result = match result {
+        Ok(mut r) => {
+            r.url = redact_token(&r.url);
+            Ok(r)
+        }
+        Err(e) => Err(anyhow::anyhow!(redact_token(&format!("{e:#}")))),
+    };
     // A failed soak is an error (a non-zero exit for the CLI), but its report
     // is what explains the failure: print it first.
     if let Ok(r) = &result {
@@ -314,6 +329,36 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<Report> {
         }
     }
     result
+}
+
+/// `url` with `token=TOKEN` (URL-encoded) added to its query string.
+fn with_token(url: &str, token: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}token={encoded}")
+}
+
+/// `text` with the value of every `token=` query parameter replaced by `***`.
+pub(crate) fn redact_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("token=") {
+        let boundary = at == 0 || matches!(rest.as_bytes()[at - 1], b'?' | b'&');
+        let value_start = at + "token=".len();
+        out.push_str(&rest[..value_start]);
+        rest = &rest[value_start..];
+        if boundary {
+            let end = rest
+                .find(|c: char| c == '&' || c == '#' || c.is_whitespace() || c == '"' || c == ':')
+                .unwrap_or(rest.len());
+            if end > 0 {
+                out.push_str("***");
+            }
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An in-process hub on a free loopback port.
@@ -602,6 +647,22 @@ fn classify_slow(text: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_added_encoded_and_redacted() {
+        assert_eq!(with_token("ws://h/ws", "a b&c"), "ws://h/ws?token=a+b%26c");
+        assert_eq!(with_token("ws://h/ws?x=1", "t"), "ws://h/ws?x=1&token=t");
+        assert_eq!(
+            redact_token("ws://h/ws?token=s3cret"),
+            "ws://h/ws?token=***"
+        );
+        assert_eq!(
+            redact_token("cannot connect to ws://h/ws?x=1&token=s3cret&y=2: refused"),
+            "cannot connect to ws://h/ws?x=1&token=***&y=2: refused"
+        );
+        assert_eq!(redact_token("no token here"), "no token here");
+        assert_eq!(redact_token("mytoken=keep"), "mytoken=keep");
+    }
 
     #[test]
     fn classify_fast_and_slow() {
