@@ -141,29 +141,13 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
     };
     let _ = fin_tx.send(Some(published));
 
-    let mut errors = publisher_out.errors;
-    let (mut deliveries, mut missed, mut lagged) = (0u64, 0u64, 0u64);
-    for t in sub_tasks {
-        match t.await {
-            Ok(s) => {
-                deliveries += s.deliveries;
-                missed += s.missed + published.saturating_sub(s.expected);
-                lagged += s.lagged;
-                errors += s.errors;
-            }
-            Err(_) => {
-                errors += 1;
-                missed += 1;
-            }
-        }
-    }
+    let subs = sum_subscribers(sub_tasks, published).await;
+    let (deliveries, missed, lagged) = (subs.deliveries, subs.missed, subs.lagged);
+    let errors = publisher_out.errors + subs.errors;
     if let Some(p) = progress {
         p.finish();
     }
-    let mut delivery_hist = new_histogram();
-    for h in &shared.hists {
-        let _ = delivery_hist.add(&*h.lock());
-    }
+    let delivery_hist = shared.delivery_histogram();
     let seconds = measured_seconds(&plan, publisher_out.last);
     Ok(Report {
         mode: cfg.mode,
@@ -385,15 +369,51 @@ fn on_reply(
     true
 }
 
-/// What one subscriber saw.
+/// What one subscriber saw (of a memhub or, with `lagged` 0, a Redis run).
 #[derive(Debug, Default)]
-struct SubOutcome {
+pub(super) struct SubOutcome {
     /// The next sequence number it expected when it stopped.
-    expected: u64,
-    deliveries: u64,
-    missed: u64,
-    lagged: u64,
-    errors: u64,
+    pub(super) expected: u64,
+    pub(super) deliveries: u64,
+    pub(super) missed: u64,
+    pub(super) lagged: u64,
+    pub(super) errors: u64,
+}
+
+/// All subscribers' outcomes summed, once `published` updates went out:
+/// what a subscriber did not reach counts as missed, a subscriber task that
+/// died as one error and one miss.
+pub(super) async fn sum_subscribers(
+    tasks: Vec<tokio::task::JoinHandle<SubOutcome>>,
+    published: u64,
+) -> SubOutcome {
+    let mut total = SubOutcome::default();
+    for t in tasks {
+        match t.await {
+            Ok(s) => {
+                total.deliveries += s.deliveries;
+                total.missed += s.missed + published.saturating_sub(s.expected);
+                total.lagged += s.lagged;
+                total.errors += s.errors;
+            }
+            Err(_) => {
+                total.errors += 1;
+                total.missed += 1;
+            }
+        }
+    }
+    total
+}
+
+impl Shared {
+    /// The delivery latencies of every histogram shard, merged.
+    pub(super) fn delivery_histogram(&self) -> Histogram<u64> {
+        let mut merged = new_histogram();
+        for h in &self.hists {
+            let _ = merged.add(&*h.lock());
+        }
+        merged
+    }
 }
 
 /// Reads events until it has the last update of the run (or the drain time

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-use super::fanout::{Shared, Slot, DRAIN, HIST_SHARDS, KEY, WINDOW};
+use super::fanout::{sum_subscribers, Shared, Slot, SubOutcome, DRAIN, HIST_SHARDS, KEY, WINDOW};
 use super::progress::{rate_line, Progress};
 use super::report::{rate, FanoutReport, Latency, Report};
 use super::{
@@ -130,28 +130,13 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
         }
     };
     let _ = fin_tx.send(Some(published));
-    let mut errors = publisher_out.errors;
-    let (mut deliveries, mut missed) = (0u64, 0u64);
-    for t in sub_tasks {
-        match t.await {
-            Ok(s) => {
-                deliveries += s.deliveries;
-                missed += s.missed + published.saturating_sub(s.expected);
-                errors += s.errors;
-            }
-            Err(_) => {
-                errors += 1;
-                missed += 1;
-            }
-        }
-    }
+    let subs = sum_subscribers(sub_tasks, published).await;
+    let (deliveries, missed) = (subs.deliveries, subs.missed);
+    let errors = publisher_out.errors + subs.errors;
     if let Some(p) = progress {
         p.finish();
     }
-    let mut delivery_hist = new_histogram();
-    for h in &shared.hists {
-        let _ = delivery_hist.add(&*h.lock());
-    }
+    let delivery_hist = shared.delivery_histogram();
     let seconds = measured_seconds(&plan, publisher_out.last);
     Ok(Report {
         mode: cfg.mode,
@@ -303,15 +288,6 @@ async fn publisher(
     out.errors += lost.max(1);
     live.errors.fetch_add(lost.max(1), Ordering::Relaxed);
     (seq, out)
-}
-
-/// What one subscriber saw.
-#[derive(Default)]
-struct SubOutcome {
-    expected: u64,
-    deliveries: u64,
-    missed: u64,
-    errors: u64,
 }
 
 /// Parses `DIGITS` ASCII digits.
