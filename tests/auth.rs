@@ -115,7 +115,9 @@ async fn a_read_token_reads_and_watches_but_never_writes() {
     assert_eq!(r.call("is_memoized", json!({"key": "k"})).await, true);
     assert_eq!(r.call("keys", json!({})).await["keys"][0]["key"], "k");
     r.call("stats", json!({})).await;
-    r.call("version", json!({})).await;
+    // `version` names the connection's role.
+    assert_eq!(r.call("version", json!({})).await["role"], "read");
+    assert_eq!(w.call("version", json!({})).await["role"], "write");
     let sub = r.call("subscribe", json!({"key": "k"})).await;
     for (method, params) in [
         ("memoize", json!({"key": "n", "value": 1})),

@@ -367,6 +367,7 @@ async fn version_reports_name_semver_protocol_and_epoch() {
     let v = c.call("version", json!({})).await;
     assert_eq!(v["name"], json!("memhub"), "{v}");
     assert_eq!(v["protocol"], json!(1), "{v}");
+    assert_eq!(v["role"], json!("write"), "a hub without tokens: {v}");
     let version = v["version"].as_str().expect("version is a string");
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     let core = version.split(['-', '+']).next().expect("a version core");

@@ -90,12 +90,13 @@ export async function openHub({ askToken, onStatus, options = {} }) {
 }
 
 /**
- * "write" or "read". The protocol has no call that names the role, but a
- * read token is refused (-32010) before the params are looked at, so an
- * `unlock` of a lock nobody holds tells the roles apart without changing
- * anything: a write token gets -32004 (not held), a read token -32010.
+ * "write" or "read": `version` names the connection's role. A hub that does
+ * not (an older one) is asked with an `unlock` of a lock nobody holds, which
+ * changes nothing: a write token gets -32004 (not held), a read token -32010.
  */
 export async function detectRole(hub) {
+  const { role } = await hub.version();
+  if (role === "write" || role === "read") return role;
   try {
     await hub.unlock("memhub.dashboard/role-probe", "00000000000000000000000000000000");
     return "write";

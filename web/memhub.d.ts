@@ -115,6 +115,8 @@ export interface VersionInfo {
   protocol: number;
   /** Changes whenever the hub's revs restart (a restarted in-memory hub). */
   epoch: string;
+  /** What this connection's token may do: "read" for a read token, else "write". */
+  role: "write" | "read";
 }
 export interface Stats {
   keys: number;

@@ -24,6 +24,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name on the wire (`version`'s `role`): "write" or "read".
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Write => "write",
+            Role::Read => "read",
+        }
+    }
+
     /// True if this role may call `method` (unknown methods are allowed
     /// through so they answer "method not found").
     pub fn allows(self, method: Method) -> bool {

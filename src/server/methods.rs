@@ -343,6 +343,7 @@ fn version(s: &mut Session, out: &mut String) -> Result<(), RpcError> {
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": PROTOCOL_VERSION,
         "epoch": s.hub.store.epoch(),
+        "role": s.role().name(),
     });
     let _ = write!(out, "{v}");
     Ok(())

@@ -108,6 +108,8 @@ test("a read token may read and subscribe, but not write (-32010)", async () => 
     assert.equal((await reader.keys({ prefix: "auth/" })).keys.length >= 1, true);
     assert.equal((await reader.stats()).connections >= 2, true);
     assert.equal((await reader.version()).protocol, 1);
+    assert.equal((await reader.version()).role, "read");
+    assert.equal((await writer.version()).role, "write");
     const got = collector();
     const sub = await reader.subscribe("auth/r", got);
     const calls = {
