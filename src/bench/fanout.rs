@@ -254,19 +254,9 @@ async fn publisher(
     'run: loop {
         let mut fed = false;
         while sending && !blocked && inflight.len() < pipeline {
-            if seq >= min_seen.saturating_add(WINDOW) {
-                min_seen = sh.min_progress();
-                if seq >= min_seen.saturating_add(WINDOW) {
-                    // Wait until the slowest is half a window behind; then
-                    // look again (it may have moved before wake_at was set).
-                    sh.wake_at.store(seq - WINDOW / 2, Ordering::SeqCst);
-                    min_seen = sh.min_progress();
-                    if seq >= min_seen.saturating_add(WINDOW) {
-                        blocked = true;
-                        break;
-                    }
-                    sh.wake_at.store(u64::MAX, Ordering::SeqCst);
-                }
+            if sh.must_wait(seq, &mut min_seen) {
+                blocked = true;
+                break;
             }
             let now = Instant::now();
             if !plan.may_send(now) {
@@ -406,6 +396,29 @@ pub(super) async fn sum_subscribers(
 }
 
 impl Shared {
+    /// Whether a publisher about to send `seq` must wait for the slowest
+    /// subscriber: true once `seq` is a whole [`WINDOW`] ahead of it, with
+    /// `wake_at` armed for when it is half a window behind. `min_seen`
+    /// caches the slowest progress last read.
+    pub(super) fn must_wait(&self, seq: u64, min_seen: &mut u64) -> bool {
+        if seq < min_seen.saturating_add(WINDOW) {
+            return false;
+        }
+        *min_seen = self.min_progress();
+        if seq < min_seen.saturating_add(WINDOW) {
+            return false;
+        }
+        // Wait until the slowest is half a window behind; then look again
+        // (it may have moved before wake_at was set).
+        self.wake_at.store(seq - WINDOW / 2, Ordering::SeqCst);
+        *min_seen = self.min_progress();
+        if seq >= min_seen.saturating_add(WINDOW) {
+            return true;
+        }
+        self.wake_at.store(u64::MAX, Ordering::SeqCst);
+        false
+    }
+
     /// The delivery latencies of every histogram shard, merged.
     pub(super) fn delivery_histogram(&self) -> Histogram<u64> {
         let mut merged = new_histogram();

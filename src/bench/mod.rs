@@ -546,6 +546,25 @@ pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
 
+/// Waits for every load client and merges their outcomes; a client task
+/// that died counts as one error.
+pub(crate) async fn join_clients(
+    tasks: Vec<tokio::task::JoinHandle<ClientOutcome>>,
+) -> ClientOutcome {
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(o) => outcomes.push(o),
+            Err(_) => {
+                let mut o = ClientOutcome::new();
+                o.errors = 1;
+                outcomes.push(o);
+            }
+        }
+    }
+    merge(outcomes)
+}
+
 /// Merges client outcomes into totals.
 pub(crate) fn merge(outcomes: Vec<ClientOutcome>) -> ClientOutcome {
     let mut total = ClientOutcome::new();

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-use super::fanout::{sum_subscribers, Shared, Slot, SubOutcome, DRAIN, HIST_SHARDS, KEY, WINDOW};
+use super::fanout::{sum_subscribers, Shared, Slot, SubOutcome, DRAIN, HIST_SHARDS, KEY};
 use super::progress::{rate_line, Progress};
 use super::report::{rate, FanoutReport, Latency, Report};
 use super::{
@@ -222,17 +222,9 @@ async fn publisher(
     'run: loop {
         batch.clear();
         while sending && !blocked && inflight.len() < pipeline {
-            if seq >= min_seen.saturating_add(WINDOW) {
-                min_seen = sh.min_progress();
-                if seq >= min_seen.saturating_add(WINDOW) {
-                    sh.wake_at.store(seq - WINDOW / 2, Ordering::SeqCst);
-                    min_seen = sh.min_progress();
-                    if seq >= min_seen.saturating_add(WINDOW) {
-                        blocked = true;
-                        break;
-                    }
-                    sh.wake_at.store(u64::MAX, Ordering::SeqCst);
-                }
+            if sh.must_wait(seq, &mut min_seen) {
+                blocked = true;
+                break;
             }
             let now = Instant::now();
             if !plan.may_send(now) {

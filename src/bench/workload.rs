@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::progress::{rate_line, Progress};
 use super::report::{rate, Latency, Report};
 use super::{
-    classify, measured_seconds, merge, open_many, BenchConfig, ClientOutcome, Counter, Mode, Plan,
-    Reply, Rng, Ws, RESPONSE_TIMEOUT,
+    classify, join_clients, measured_seconds, open_many, BenchConfig, ClientOutcome, Counter, Mode,
+    Plan, Reply, Rng, Ws, RESPONSE_TIMEOUT,
 };
 
 const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"";
@@ -120,21 +120,10 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
             ))
         })
         .collect();
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        match t.await {
-            Ok(o) => outcomes.push(o),
-            Err(_) => {
-                let mut o = ClientOutcome::new();
-                o.errors = 1;
-                outcomes.push(o);
-            }
-        }
-    }
+    let total = join_clients(tasks).await;
     if let Some(p) = progress {
         p.finish();
     }
-    let total = merge(outcomes);
     let seconds = measured_seconds(&plan, total.last);
     Ok(Report {
         mode: cfg.mode,
