@@ -1647,17 +1647,7 @@ async fn disconnector(ctx: Arc<Ctx>, idx: u64) {
                 // A masked text frame header announcing `len` bytes, then
                 // only part of them.
                 let len = 10 + rng.below(1 << 20);
-                let mut raw = vec![0x81u8];
-                if len < 126 {
-                    raw.push(0x80 | len as u8);
-                } else if len < 65536 {
-                    raw.push(0x80 | 126);
-                    raw.extend_from_slice(&(len as u16).to_be_bytes());
-                } else {
-                    raw.push(0x80 | 127);
-                    raw.extend_from_slice(&len.to_be_bytes());
-                }
-                raw.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+                let mut raw = frame_header(0x1, true, len as usize);
                 raw.extend(std::iter::repeat_n(b'a', (len / 2).min(4096) as usize));
                 if let MaybeTlsStream::Plain(s) = conn.ws.get_mut() {
                     let _ = s.write_all(&raw).await;
