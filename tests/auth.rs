@@ -257,7 +257,7 @@ async fn tokens_never_reach_the_log_or_metrics() {
         401
     );
     // A plain HTTP request with a token in its query string.
-    let metrics = plain_http_get(&addr, &format!("/metrics?token={WRONG}")).await;
+    let (_, _, metrics) = http_request(&addr, &format!("/metrics?token={WRONG}"), &[]).await;
     assert!(metrics.contains("memhub_"), "{metrics}");
     drop((w, r, f));
 
@@ -272,98 +272,4 @@ async fn tokens_never_reach_the_log_or_metrics() {
         assert!(!log.contains(token), "token {token} in the log:\n{log}");
         assert!(!metrics.contains(token), "token {token} in /metrics");
     }
-}
-
-/// The body of `GET path` over a plain TCP socket (HTTP/1.1, one request).
-async fn plain_http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
-
-/// This machine's first non-loopback IPv4 address, if it has one.
-fn non_loopback_ipv4() -> Option<std::net::Ipv4Addr> {
-    // The address a UDP socket would send from (no packet is sent)...
-    let routed = std::net::UdpSocket::bind("0.0.0.0:0").ok().and_then(|s| {
-        s.connect("192.0.2.1:9").ok()?;
-        match s.local_addr().ok()?.ip() {
-            std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
-            _ => None,
-        }
-    });
-    // ...or the first one `hostname -I` lists.
-    routed.or_else(|| {
-        let out = std::process::Command::new("hostname")
-            .arg("-I")
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|w| w.parse::<std::net::Ipv4Addr>().ok())
-            .find(|ip| !ip.is_loopback())
-    })
-}
-
-/// Protected mode over real sockets: a hub bound to every interface, reached
-/// through this machine's own non-loopback address, so the peer is not
-/// loopback. Refused (403) without tokens; admitted with a token, with
-/// protected mode off, and always from loopback.
-#[tokio::test]
-async fn protected_mode_refuses_non_loopback_peers_until_a_token_is_set() {
-    let Some(ip) = non_loopback_ipv4() else {
-        eprintln!("SKIPPED: this machine has no non-loopback IPv4 address to connect from");
-        return;
-    };
-    async fn hub(config: ServerConfig) -> (memhub::ShutdownHandle, u16) {
-        let server = memhub::MemService::new("0.0.0.0", 0)
-            .with_config(config)
-            .bind()
-            .await
-            .expect("bind on every interface");
-        let (handle, port) = (server.shutdown_handle(), server.local_addr().port());
-        tokio::spawn(server.run());
-        (handle, port)
-    }
-
-    let (open, port) = hub(ServerConfig::default()).await;
-    let remote = format!("ws://{ip}:{port}/ws");
-    assert_eq!(upgrade_status(&remote, &[]).await, 403, "{remote}");
-    let refusal = match tokio_tungstenite::connect_async(remote.as_str()).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned()
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    };
-    assert!(refusal.contains("protected mode"), "{refusal}");
-    let local = format!("ws://127.0.0.1:{port}/ws");
-    assert_eq!(upgrade_status(&local, &[]).await, 101);
-    open.shutdown();
-
-    let mut tokens = Tokens::new();
-    tokens.add("net-token", Role::Write).expect("token");
-    let (with_token, port) = hub(ServerConfig {
-        tokens,
-        ..ServerConfig::default()
-    })
-    .await;
-    let remote = format!("ws://{ip}:{port}/ws");
-    assert_eq!(upgrade_status(&remote, &[]).await, 401);
-    let mut c = client_with(&remote, Some("net-token")).await;
-    c.call("update", json!({"key": "k", "value": 1})).await;
-    with_token.shutdown();
-
-    let (off, port) = hub(ServerConfig {
-        protected_mode: false,
-        ..ServerConfig::default()
-    })
-    .await;
-    assert_eq!(
-        upgrade_status(&format!("ws://{ip}:{port}/ws"), &[]).await,
-        101
-    );
-    off.shutdown();
 }

@@ -28,3 +28,38 @@ async fn smoke() {
     );
     hub.stop().await.unwrap();
 }
+
+/// The dashboard and the JS client come from the binary: `/` and
+/// `/memhub.js` with their types and an ETag that revalidates to 304; paths
+/// outside `web/` are 404.
+#[tokio::test]
+async fn dashboard_assets_are_served_with_etags() {
+    let hub = TestHub::start().await;
+    let addr = hub.addr.to_string();
+    let (status, head, body) = http_request(&addr, "/", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(body.contains("memhub"), "{body}");
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an etag")
+        .to_string();
+    let (status, _, body) = http_request(&addr, "/", &[("If-None-Match", &etag)]).await;
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+
+    let (status, head, body) = http_request(&addr, "/memhub.js", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/javascript; charset=utf-8"),
+        "{head}"
+    );
+    assert!(body.contains("export"), "an ES module");
+    for missing in ["/nope.js", "/../Cargo.toml", "/%2e%2e/Cargo.toml"] {
+        assert_eq!(http_request(&addr, missing, &[]).await.0, 404, "{missing}");
+    }
+}

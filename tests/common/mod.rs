@@ -58,24 +58,7 @@ impl TestHub {
 
     /// Fetches an HTTP path with a plain request and returns (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status: u16 = text[9..12].parse().unwrap();
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let (status, _, body) = http_request(&self.addr.to_string(), path, &[]).await;
         (status, body)
     }
 
@@ -265,6 +248,35 @@ pub async fn expect_err(c: &mut Client, method: &str, params: Value, code: i64) 
     let err = assert_error(&resp, &id, code);
     assert_eq!(err["code"], json!(code), "{method} {params}: {resp}");
     err
+}
+
+/// One plain HTTP/1.1 `GET path` to `addr` with extra `headers`; returns
+/// (status, response head with lowercase header names, body).
+pub async fn http_request(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("a response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_lowercase(), body.to_string())
 }
 
 /// The real `memhub` binary serving on 127.0.0.1 and a free port, its log
