@@ -54,6 +54,7 @@ use clap::builder::RangedU64ValueParser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use report::{ChaosReport, FanoutReport, HubState, IdleReport, Latency, Report};
@@ -392,7 +393,9 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a WebSocket with Nagle's algorithm off.
 pub(crate) async fn open(url: &str) -> anyhow::Result<Ws> {
-    let conn = tokio_tungstenite::connect_async_with_config(url, None, true);
+    // The client library's read buffer size, for the same reason.
+    let config = WebSocketConfig::default().read_buffer_size(crate::client::READ_BUFFER_BYTES);
+    let conn = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     match tokio::time::timeout(CONNECT_TIMEOUT, conn).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(e)) => Err(anyhow::anyhow!("cannot connect to {url}: {e}")),

@@ -160,8 +160,9 @@ async fn client(
     let mut sending = true;
     'run: loop {
         let mut fed = false;
+        // One clock read per burst: the burst leaves in one flush.
+        let now = Instant::now();
         while sending && inflight.len() < pipeline {
-            let now = Instant::now();
             if !plan.may_send(now) {
                 sending = false;
                 break;

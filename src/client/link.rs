@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 
@@ -26,6 +27,13 @@ use super::error::{Error, Result};
 use super::subscription::{Event, Snapshot, SubState};
 use crate::jsontext::{from_str_prechecked, nesting_depth};
 use crate::protocol::RpcError;
+
+/// A client socket's read buffer. tungstenite zero-fills the free part of
+/// its read buffer before every read, so its 128 KiB default costs a memset
+/// of up to 128 KiB per read (a fifth of `memhub bench`'s CPU at pipeline
+/// 16); 16 KiB still takes a whole burst of replies per read, and larger
+/// messages grow the buffer as they arrive.
+pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What the reader does with a subscribe response besides answering it.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +82,13 @@ impl Link {
             Some(config) if url.starts_with("wss:") => Some(Connector::Rustls(config.clone())),
             _ => None,
         };
-        let connect =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            false,
+            connector,
+        );
         let (ws, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| {
