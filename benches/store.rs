@@ -48,6 +48,19 @@ fn store_ops(c: &mut Criterion) {
         b.iter(|| black_box(store.get(black_box("hot"))))
     });
 
+    // Like the hub under `memhub bench --mode get`: keys spread over the
+    // keyspace, so the lookup's memory traffic shows, not one hot key's.
+    let spread: Vec<String> = (0..1024u64)
+        .map(|i| format!("key:{:08}", i.wrapping_mul(7919) % 10_000))
+        .collect();
+    let mut next = 0usize;
+    g.bench_function("get_spread_of_10k", |b| {
+        b.iter(|| {
+            next = (next + 1) % spread.len();
+            black_box(store.get(black_box(&spread[next])))
+        })
+    });
+
     g.bench_function("update_existing_100B", |b| {
         b.iter(|| black_box(store.update(black_box("hot"), v100.clone(), None, None)))
     });
