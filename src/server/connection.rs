@@ -14,7 +14,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -145,7 +144,10 @@ struct Input {
     hub: Arc<Hub>,
     outbox: Arc<Outbox>,
     ping: tokio::time::Interval,
-    last_heard: Instant,
+    /// Ping ticks since the peer last sent anything (the connection's
+    /// opening counts as one tick): a counter instead of a clock read per
+    /// message.
+    quiet_ticks: u8,
     backlog: VecDeque<(Message, usize)>,
     backlog_bytes: usize,
 }
@@ -160,15 +162,18 @@ impl Input {
             hub: hub.clone(),
             outbox,
             ping,
-            last_heard: Instant::now(),
+            quiet_ticks: 1,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
         }
     }
 
-    /// Pings on schedule; fails once the peer was silent for two intervals.
+    /// Pings on schedule; fails once the peer was silent for two whole
+    /// intervals (noticed at the tick that ends them: three ticks after its
+    /// last message).
     fn keepalive(&mut self) -> Result<(), &'static str> {
-        if self.last_heard.elapsed() >= self.hub.config.ping_interval * 2 {
+        self.quiet_ticks = self.quiet_ticks.saturating_add(1);
+        if self.quiet_ticks >= 3 {
             self.outbox
                 .close_with(CLOSE_GOING_AWAY, "keepalive timeout");
             return Err("keepalive timeout");
@@ -188,7 +193,7 @@ impl Input {
         msg: Option<Result<Message, axum::Error>>,
     ) -> Result<Message, &'static str> {
         let m = read_result(msg, &self.outbox)?;
-        self.last_heard = Instant::now();
+        self.quiet_ticks = 0;
         Ok(m)
     }
 
