@@ -33,7 +33,7 @@ use crate::protocol::RpcError;
 /// of up to 128 KiB per read (a fifth of `memhub bench`'s CPU at pipeline
 /// 16); 16 KiB still takes a whole burst of replies per read, and larger
 /// messages grow the buffer as they arrive.
-pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What the reader does with a subscribe response besides answering it.
 #[derive(Debug, Clone, Copy)]

@@ -47,7 +47,6 @@ pub use error::{Error, Result};
 pub use mem::Mem;
 pub use subscription::{Event, EventKind, Snapshot, Subscription, Watch};
 
-pub(crate) use link::READ_BUFFER_BYTES;
 use link::{Link, SubMode};
 use subscription::SubState;
 
