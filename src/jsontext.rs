@@ -5,27 +5,34 @@
 //! strings without building a `serde_json::Value`. They never allocate a tree
 //! and never judge validity beyond what their doc says.
 
+/// The index of the quote closing the string whose contents start at
+/// `from` (just past its opening quote), skipping escaped characters; `None`
+/// if the string never closes. Jumps between quotes and backslashes with
+/// memchr, so a long string costs a vector scan, not a branch per byte.
+fn string_end(text: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', text.get(from..)?)?;
+        if text[at] == b'"' {
+            return Some(at);
+        }
+        // A backslash: skip it and the byte it escapes.
+        from = at + 2;
+    }
+}
+
 /// The deepest array/object nesting in `text`, ignoring brackets inside
 /// strings. Stops counting (and returns a value above `limit`) as soon as the
 /// depth exceeds `limit`, so a hostile frame costs at most one linear scan.
 pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
     let mut depth = 0usize;
     let mut max = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
         match b {
-            b'"' => in_string = true,
+            b'"' => match string_end(text, i + 1) {
+                Some(end) => i = end,
+                None => return max,
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -38,6 +45,7 @@ pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     max
 }
@@ -46,52 +54,35 @@ fn is_json_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// The index of the first whitespace byte outside strings at or after `i`.
+fn next_whitespace(bytes: &[u8], mut i: usize) -> Option<usize> {
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' {
+            i = string_end(bytes, i + 1)?;
+        } else if is_json_whitespace(b) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Returns `text` (valid JSON) without whitespace outside strings: the
 /// compact form whose length the value-size limit and `keys`' `bytes` use.
 /// Borrows when `text` is already compact, which is the common case.
 pub fn compact(text: &str) -> std::borrow::Cow<'_, str> {
     let bytes = text.as_bytes();
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut first_ws = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if is_json_whitespace(b) {
-            first_ws = Some(i);
-            break;
-        }
-    }
-    let Some(start) = first_ws else {
+    let Some(first) = next_whitespace(bytes, 0) else {
         return std::borrow::Cow::Borrowed(text);
     };
     let mut out = String::with_capacity(text.len());
-    out.push_str(&text[..start]);
     // Only ASCII whitespace is dropped, so every kept run is a valid str slice.
-    let mut run_start = start;
-    for (i, &b) in bytes.iter().enumerate().skip(start) {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if is_json_whitespace(b) {
-            out.push_str(&text[run_start..i]);
-            run_start = i + 1;
-        }
+    let mut run_start = 0;
+    let mut ws = Some(first);
+    while let Some(at) = ws {
+        out.push_str(&text[run_start..at]);
+        run_start = at + 1;
+        ws = next_whitespace(bytes, run_start);
     }
     out.push_str(&text[run_start..]);
     std::borrow::Cow::Owned(out)
@@ -164,6 +155,71 @@ mod tests {
         );
         assert!(matches!(compact("[1,2]"), std::borrow::Cow::Borrowed(_)));
         assert_eq!(compact("\"é ü\""), "\"é ü\"");
+    }
+
+    /// The byte-at-a-time scans these functions replaced, as the reference.
+    fn reference_depth(text: &[u8], limit: usize) -> usize {
+        let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+        for &b in text {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                    if max > limit {
+                        return max;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        max
+    }
+
+    fn reference_compact(text: &str) -> String {
+        let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+        for c in text.chars() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_string = false;
+                }
+            } else if c == '"' {
+                in_string = true;
+            } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+                continue;
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scans_agree_with_the_byte_at_a_time_reference(
+            text in "[\\[\\]{}\"\\\\ \t\nab1é,:]{0,40}",
+            limit in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(
+                nesting_depth(text.as_bytes(), limit),
+                reference_depth(text.as_bytes(), limit)
+            );
+            proptest::prop_assert_eq!(compact(&text).into_owned(), reference_compact(&text));
+        }
     }
 
     #[test]
