@@ -264,7 +264,8 @@ fn push_value_rev(out: &mut String, value: &str, rev: u64, created: Option<bool>
     out.reserve(value.len() + 40);
     out.push_str("{\"value\":");
     out.push_str(value);
-    let _ = write!(out, ",\"rev\":{rev}");
+    out.push_str(",\"rev\":");
+    push_u64(out, rev);
     if let Some(c) = created {
         out.push_str(",\"created\":");
         push_bool(out, c);
@@ -279,6 +280,12 @@ fn store_error(key: &str, if_rev: Option<u64>, e: StoreError) -> RpcError {
             RpcError::rev_mismatch(key, if_rev.unwrap_or_default(), current)
         }
     }
+}
+
+/// Writes a number in decimal (without the formatting machinery of `write!`,
+/// which showed in the profile of the hottest responses).
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 fn push_bool(out: &mut String, b: bool) {
@@ -314,7 +321,9 @@ fn update(s: &mut Session, p: UpdateParams, out: &mut String) -> Result<(), RpcE
         .store
         .update(&p.key, value, p.if_rev, p.ttl_ms)
         .map_err(|e| store_error(&p.key, p.if_rev, e))?;
-    let _ = write!(out, "{{\"rev\":{},\"created\":", w.rev);
+    out.push_str("{\"rev\":");
+    push_u64(out, w.rev);
+    out.push_str(",\"created\":");
     push_bool(out, w.created);
     out.push('}');
     Ok(())
@@ -327,7 +336,9 @@ fn delete(s: &mut Session, p: DeleteParams, out: &mut String) -> Result<(), RpcE
         .store
         .delete(&p.key, p.if_rev)
         .map_err(|e| store_error(&p.key, p.if_rev, e))?;
-    let _ = write!(out, "{{\"rev\":{rev}}}");
+    out.push_str("{\"rev\":");
+    push_u64(out, rev);
+    out.push('}');
     Ok(())
 }
 

@@ -24,7 +24,12 @@ pub struct Session {
     conn_id: u64,
     used_locks: bool,
     role: Role,
+    scratch: String,
 }
+
+/// The largest response buffer a session keeps between requests; a larger
+/// one (a big value, a keys page) is freed after its response is copied out.
+const SCRATCH_KEEP_BYTES: usize = 4 * 1024;
 
 impl Session {
     /// A session with no subscriptions.
@@ -38,6 +43,7 @@ impl Session {
             conn_id,
             used_locks: false,
             role,
+            scratch: String::new(),
         }
     }
 
@@ -67,6 +73,23 @@ impl Session {
         let id = self.next_sub;
         self.next_sub += 1;
         id
+    }
+
+    /// An empty buffer to write one response into, reused across requests
+    /// so that building a response does not grow (reallocate) a fresh one.
+    /// Hand it back with [`Session::recycle`].
+    pub fn response_buffer(&mut self) -> String {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf
+    }
+
+    /// Keeps `buf` for the next response if it is small (a buffer grown by
+    /// a big value or a keys page is freed instead).
+    pub fn recycle(&mut self, buf: String) {
+        if buf.capacity() <= SCRATCH_KEEP_BYTES {
+            self.scratch = buf;
+        }
     }
 
     /// Remembers a registered subscription.
