@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
@@ -17,14 +18,17 @@ use super::session::Session;
 use crate::jsontext::{from_str_prechecked, nesting_depth};
 use crate::protocol::RpcError;
 
-/// The members of a request object, each kept raw so that its presence and
-/// type can be judged separately (absent vs `null` matters for `id`).
+/// The members of a request object. `id` and `params` are kept raw, so
+/// that their presence and type can be judged separately (absent vs `null`
+/// matters for `id`) and `id` is echoed byte for byte; `jsonrpc` and
+/// `method` are read as whatever JSON they hold ([`Member`]), which costs a
+/// fraction of keeping them raw and parsing them again.
 #[derive(Deserialize)]
 struct RawRequest<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    jsonrpc: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "member")]
+    jsonrpc: Option<Member<'a>>,
+    #[serde(borrow, default, deserialize_with = "member")]
+    method: Option<Member<'a>>,
     #[serde(borrow, default, deserialize_with = "present")]
     params: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -34,6 +38,66 @@ struct RawRequest<'a> {
 /// A member that is present (even as `null`) is `Some`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A present member read as a string if it is one.
+fn member<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Member<'de>>, D::Error> {
+    d.deserialize_any(MemberVisitor).map(Some)
+}
+
+/// The value of `jsonrpc` or `method`: a string, or any other JSON value
+/// (skipped; the request is then invalid, not unparseable).
+enum Member<'a> {
+    Text(Cow<'a, str>),
+    NotText,
+}
+
+impl<'a> Member<'a> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Member::Text(t) => Some(t),
+            Member::NotText => None,
+        }
+    }
+}
+
+struct MemberVisitor;
+
+impl<'de> Visitor<'de> for MemberVisitor {
+    type Value = Member<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Member::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Member::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Member::NotText)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Member::NotText)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Member::NotText)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Member::NotText)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Member::NotText)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Member::NotText)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Member::NotText)
+    }
 }
 
 const NULL_ID: &str = "null";
@@ -191,16 +255,13 @@ async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<St
         session.hub.metrics.request(Method::Other, false);
         Some(error_response(reply_id, &RpcError::invalid_request(msg)))
     };
-    if req.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+    if req.jsonrpc.as_ref().and_then(Member::text) != Some("2.0") {
         return invalid(session, "\"jsonrpc\" must be \"2.0\"");
     }
-    let Some(name) = req
-        .method
-        .and_then(|m| serde_json::from_str::<Cow<'_, str>>(m.get()).ok())
-    else {
+    let Some(name) = req.method.as_ref().and_then(Member::text) else {
         return invalid(session, "\"method\" must be a string");
     };
-    let method = Method::from_name(&name);
+    let method = Method::from_name(name);
     let params = match req.params.map(RawValue::get) {
         None | Some("null") => Ok("{}"),
         Some(p) if p.starts_with('{') => Ok(p),
@@ -209,33 +270,34 @@ async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<St
         )),
         Some(_) => return invalid(session, "\"params\" must be an object"),
     };
-    let mut out = String::with_capacity(64);
+    let mut out = session.response_buffer();
     out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
     out.push_str(reply_id);
     out.push_str(",\"result\":");
-    let start = out.len();
     // The role is checked before the params: a read token learns nothing
     // about a write method beyond "forbidden".
     let result = if !session.role().allows(method) {
-        Err(RpcError::forbidden(&name))
+        Err(RpcError::forbidden(name))
     } else {
         match params {
-            Ok(params) => methods::call(session, method, &name, params, &mut out).await,
+            Ok(params) => methods::call(session, method, name, params, &mut out).await,
             Err(e) => Err(e),
         }
     };
     session.hub.metrics.request(method, result.is_ok());
-    let id = id?;
-    match result {
-        Ok(()) => {
+    let reply = match (id, result) {
+        (None, _) => None,
+        (Some(_), Ok(())) => {
             out.push('}');
-            Some(out)
+            // Copied out at its exact size: a queued response then holds no
+            // spare capacity that the outbox's byte budget does not see, and
+            // becomes a frame without another allocation.
+            Some(String::from(out.as_str()))
         }
-        Err(err) => {
-            out.truncate(start);
-            Some(error_response(id, &err))
-        }
-    }
+        (Some(id), Err(err)) => Some(error_response(id, &err)),
+    };
+    session.recycle(out);
+    reply
 }
 
 /// The text of an error response.
