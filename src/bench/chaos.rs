@@ -44,7 +44,8 @@
 //!
 //! FAIL when a known key changed or vanished, anything unexpected happened,
 //! the hub stopped answering, its state did not return to the baseline, or
-//! its RSS grew by more than max(32 MiB, 25 %). Run it against an otherwise
+//! its RSS grew by more than max(32 MiB, 25 %) (64 MiB with `--spawn`,
+//! where the load shares the process). Run it against an otherwise
 //! idle hub: other clients' connections and locks count against the
 //! baseline.
 
@@ -101,8 +102,16 @@ const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 const STRAGGLER_GRACE: Duration = Duration::from_secs(60);
 /// Unexpected errors described in the report.
 const SAMPLES: usize = 20;
-/// RSS growth always allowed.
+/// RSS growth always allowed for a separate hub process (`--pid`).
 const RSS_SLACK_MIN: u64 = 32 << 20;
+/// RSS growth always allowed with `--spawn`, where the load's own memory
+/// (a 16 KiB buffer pair per connection, storms of connections, big values
+/// in flight) shares the process and the allocator with the hub: a
+/// leak-free 5 s run grew by either about 2 or about 28 MiB, depending on
+/// where the allocator's high-water mark landed, too close to 32 MiB for a
+/// test that must not fail by chance. The leak check proper is the soak
+/// against a separate hub (`just soak`), with the tighter slack.
+const RSS_SLACK_IN_PROCESS: u64 = 64 << 20;
 /// Deeper than any hub allows (`max_nesting` is at most 1024).
 const DEEP: u64 = 1025;
 /// Read and write buffer of each load connection.
@@ -741,7 +750,11 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
     }
     let (growth, limit) = match (rss_before, rss_after) {
         (Some(b), Some(a)) => {
-            let limit = RSS_SLACK_MIN.max(b / 4);
+            let slack = match rss {
+                Some(RssSource::InProcess) => RSS_SLACK_IN_PROCESS,
+                _ => RSS_SLACK_MIN,
+            };
+            let limit = slack.max(b / 4);
             let growth = a as i64 - b as i64;
             if growth > limit as i64 {
                 failures.push(format!(
