@@ -18,7 +18,7 @@ use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
@@ -68,17 +68,25 @@ pub async fn run(
                 input.backlog_bytes -= len;
                 m
             }
-            None => tokio::select! {
-                biased;
-                ended = &mut writer => {
-                    break match ended {
-                        Ok(WriterEnd::Stuck) => SLOW_CLIENT,
-                        _ => "socket write failed",
-                    };
-                }
-                next = input.next() => match next {
-                    Ok(m) => m,
-                    Err(why) => break why,
+            // A message already buffered (the rest of a pipelined burst) is
+            // taken without setting up the wait on the writer: if the writer
+            // has failed meanwhile, it closed the outbox, and queuing the
+            // response fails instead.
+            None => match input.next().now_or_never() {
+                Some(Ok(m)) => m,
+                Some(Err(why)) => break why,
+                None => tokio::select! {
+                    biased;
+                    ended = &mut writer => {
+                        break match ended {
+                            Ok(WriterEnd::Stuck) => SLOW_CLIENT,
+                            _ => "socket write failed",
+                        };
+                    }
+                    next = input.next() => match next {
+                        Ok(m) => m,
+                        Err(why) => break why,
+                    },
                 },
             },
         };
@@ -200,6 +208,15 @@ impl Input {
 
     /// The next message from the socket, keeping the connection alive meanwhile.
     async fn next(&mut self) -> Result<Message, &'static str> {
+        if self.hub.shutdown.is_cancelled() {
+            return Err(self.shut_down());
+        }
+        // Most calls find a message already read: skip registering with the
+        // shutdown token and the ping timer (a peer that keeps sending is
+        // alive; the ticks it skips are made up once it pauses).
+        if let Some(msg) = self.stream.next().now_or_never() {
+            return self.heard(msg);
+        }
         loop {
             tokio::select! {
                 biased;
@@ -220,6 +237,10 @@ impl Input {
         frame: impl Future<Output = Option<String>>,
     ) -> Result<Option<String>, &'static str> {
         let mut frame = std::pin::pin!(frame);
+        // Almost every frame is answered on its first poll: no select! then.
+        if let Some(reply) = frame.as_mut().now_or_never() {
+            return Ok(reply);
+        }
         loop {
             let room = self.backlog.len() < BACKLOG_MAX
                 && self.backlog_bytes < self.hub.config.max_message_bytes;
