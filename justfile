@@ -84,6 +84,10 @@ bench *args:
 compare *args:
     scripts/compare.sh "$@"
 
+# Instructions per request, memhub vs Redis, under callgrind (load-independent; installs valgrind if missing)
+instructions *args:
+    scripts/instructions.sh "$@"
+
 # Format all code
 fmt:
     cargo fmt
