@@ -8,7 +8,7 @@
 # Needs redis-server and redis-benchmark (installed from Debian when missing
 # and running as root) and a release build of memhub (built here). Ports:
 # hub 18874 (default tokio workers) and 18876 (one worker), Redis 18875.
-# Takes about 6 minutes with the defaults.
+# Takes about 7 minutes with the defaults.
 set -euo pipefail
 
 reps=3

@@ -62,7 +62,9 @@ pub async fn run(
     let mut session = Session::new(hub.clone(), outbox.clone(), role);
     let mut input = Input::new(stream, &hub, outbox.clone());
 
-    let reason: &str = loop {
+    // Whether the writer's end was already taken by the loop below.
+    let mut writer_awaited = false;
+    let mut reason: &str = loop {
         let msg = match input.backlog.pop_front() {
             Some((m, len)) => {
                 input.backlog_bytes -= len;
@@ -78,6 +80,7 @@ pub async fn run(
                 None => tokio::select! {
                     biased;
                     ended = &mut writer => {
+                        writer_awaited = true;
                         break match ended {
                             Ok(WriterEnd::Stuck) => SLOW_CLIENT,
                             _ => "socket write failed",
@@ -122,7 +125,13 @@ pub async fn run(
     // Unsubscribe before the socket is gone, so no publisher works for us.
     drop(session);
     outbox.close();
-    if !writer.is_finished() {
+    if writer.is_finished() {
+        // The writer ended while the reader was busy (queuing a response
+        // then failed): its end names the cause.
+        if !writer_awaited && matches!((&mut writer).await, Ok(WriterEnd::Stuck)) {
+            reason = SLOW_CLIENT;
+        }
+    } else {
         let grace = hub
             .config
             .shutdown_grace
