@@ -1005,6 +1005,15 @@ async fn invalid_requests_answer_32600() {
         (r#"{"jsonrpc":"2.0","id":11,"method":5}"#, json!(11)),
         (r#"{"jsonrpc":"2.0","id":"m","method":["get"]}"#, json!("m")),
         (r#"{"jsonrpc":"2.0","id":12,"method":null}"#, json!(12)),
+        // Nested values there are skipped whole, still an Invalid Request.
+        (
+            r#"{"jsonrpc":{"v":[1,{"x":"2.0"}]},"id":16,"method":"version"}"#,
+            json!(16),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":17,"method":{"name":"version"}}"#,
+            json!(17),
+        ),
         // `params` neither object nor array.
         (
             r#"{"jsonrpc":"2.0","id":13,"method":"get","params":"k"}"#,
@@ -1023,6 +1032,14 @@ async fn invalid_requests_answer_32600() {
         let resp = raw(&mut c, frame).await;
         assert_error(&resp, &id, -32600);
     }
+    // Escapes in `jsonrpc` and `method` spell the same strings.
+    let resp = raw(
+        &mut c,
+        r#"{"jsonrpc":"2\u002e0","id":18,"method":"vers\u0069on"}"#,
+    )
+    .await;
+    assert_eq!(resp["id"], 18, "{resp}");
+    assert_eq!(resp["result"]["name"], "memhub", "{resp}");
     // An id that is not a string, number or null: -32600 with id null.
     for bad in [
         r#"{"jsonrpc":"2.0","id":{"a":1},"method":"version"}"#,
