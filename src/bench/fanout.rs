@@ -57,12 +57,12 @@ pub(super) const HIST_SHARDS: usize = 16;
 /// (`u64::MAX` once it is gone). Padded against false sharing.
 #[derive(Default)]
 #[repr(align(64))]
-pub(super) struct Slot(pub(super) AtomicU64);
+struct Slot(AtomicU64);
 
 /// What the publisher and the subscribers share.
 pub(super) struct Shared {
     pub(super) plan: Arc<Plan>,
-    pub(super) slots: Vec<Slot>,
+    slots: Vec<Slot>,
     /// The publisher waits until every subscriber expects at least this
     /// (`u64::MAX` while it is not waiting).
     pub(super) wake_at: AtomicU64,
@@ -71,7 +71,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn min_progress(&self) -> u64 {
+    fn min_progress(&self) -> u64 {
         self.slots
             .iter()
             .map(|s| s.0.load(Ordering::SeqCst))
@@ -93,88 +93,141 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
     let subs = subscribe_all(subs, prefix).await?;
     let publisher_ws = open(url).await?;
 
-    let plan = Arc::new(Plan::new(cfg));
-    let shared = Arc::new(Shared {
-        plan: plan.clone(),
-        slots: (0..cfg.subscribers).map(|_| Slot::default()).collect(),
-        wake_at: AtomicU64::new(u64::MAX),
-        notify: Notify::new(),
-        hists: (0..HIST_SHARDS)
-            .map(|_| Mutex::new(new_histogram()))
-            .collect(),
-    });
-    let (fin_tx, fin_rx) = watch::channel(None::<u64>);
-    let pub_live = Arc::new(Counter::default());
-    let sub_live: Vec<Arc<Counter>> = (0..cfg.subscribers).map(|_| Arc::default()).collect();
-    let progress = Progress::start(
-        cfg.progress,
-        rate_line(
-            cfg.mode.to_string(),
-            plan.clone(),
-            vec![pub_live.clone()],
-            Some(("deliveries".into(), sub_live.clone())),
-        ),
-    );
-
+    let run = Harness::start(cfg);
     let sub_tasks: Vec<_> = subs
         .into_iter()
-        .zip(sub_live.iter().cloned())
+        .zip(run.sub_live.iter().cloned())
         .enumerate()
         .map(|(i, (ws, live))| {
-            tokio::spawn(subscriber(ws, i, shared.clone(), fin_rx.clone(), live))
+            tokio::spawn(subscriber(
+                ws,
+                i,
+                run.shared.clone(),
+                run.fin_rx.clone(),
+                live,
+            ))
         })
         .collect();
-    drop(fin_rx);
     let publisher_task = tokio::spawn(publisher(
         publisher_ws,
-        shared.clone(),
+        run.shared.clone(),
         prefix,
         cfg.value_size,
         cfg.pipeline,
-        pub_live,
+        run.pub_live.clone(),
     ));
-    let (published, publisher_out) = match publisher_task.await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = fin_tx.send(Some(0));
-            bail!("the publisher failed: {e}");
-        }
-    };
-    let _ = fin_tx.send(Some(published));
+    let keyspace = if prefix { PREFIX_KEYS } else { 1 };
+    run.finish(cfg, url, cfg.spawn, keyspace, publisher_task, sub_tasks)
+        .await
+}
 
-    let subs = sum_subscribers(sub_tasks, published).await;
-    let (deliveries, missed, lagged) = (subs.deliveries, subs.missed, subs.lagged);
-    let errors = publisher_out.errors + subs.errors;
-    if let Some(p) = progress {
-        p.finish();
+/// What a fan-out run keeps around its connections, for memhub (`fanout`,
+/// `prefix-fanout`) and for Redis (`redis-fanout`) alike: the plan, what
+/// the publisher and the subscribers share, how the subscribers learn the
+/// run is over, the live counters and the progress line.
+pub(super) struct Harness {
+    plan: Arc<Plan>,
+    pub(super) shared: Arc<Shared>,
+    fin_tx: watch::Sender<Option<u64>>,
+    /// Tells each subscriber how many updates went out, once the publisher
+    /// is done.
+    pub(super) fin_rx: watch::Receiver<Option<u64>>,
+    pub(super) pub_live: Arc<Counter>,
+    pub(super) sub_live: Vec<Arc<Counter>>,
+    progress: Option<Progress>,
+}
+
+impl Harness {
+    /// The plan and shared state of a run with `cfg.subscribers`
+    /// subscribers, and its progress line started.
+    pub(super) fn start(cfg: &BenchConfig) -> Self {
+        let plan = Arc::new(Plan::new(cfg));
+        let shared = Arc::new(Shared {
+            plan: plan.clone(),
+            slots: (0..cfg.subscribers).map(|_| Slot::default()).collect(),
+            wake_at: AtomicU64::new(u64::MAX),
+            notify: Notify::new(),
+            hists: (0..HIST_SHARDS)
+                .map(|_| Mutex::new(new_histogram()))
+                .collect(),
+        });
+        let (fin_tx, fin_rx) = watch::channel(None::<u64>);
+        let pub_live = Arc::new(Counter::default());
+        let sub_live: Vec<Arc<Counter>> = (0..cfg.subscribers).map(|_| Arc::default()).collect();
+        let progress = Progress::start(
+            cfg.progress,
+            rate_line(
+                cfg.mode.to_string(),
+                plan.clone(),
+                vec![pub_live.clone()],
+                Some(("deliveries".into(), sub_live.clone())),
+            ),
+        );
+        Self {
+            plan,
+            shared,
+            fin_tx,
+            fin_rx,
+            pub_live,
+            sub_live,
+            progress,
+        }
     }
-    let delivery_hist = shared.delivery_histogram();
-    let seconds = measured_seconds(&plan, publisher_out.last);
-    Ok(Report {
-        mode: cfg.mode,
-        url: url.to_string(),
-        spawned: cfg.spawn,
-        clients: 1,
-        pipeline: cfg.pipeline,
-        value_size: cfg.value_size,
-        keyspace: if prefix { PREFIX_KEYS } else { 1 },
-        ops: publisher_out.ops,
-        seconds,
-        ops_per_sec: rate(publisher_out.ops, seconds),
-        errors,
-        latency_us: Latency::from_nanos(&publisher_out.hist),
-        fanout: Some(FanoutReport {
-            subscribers: cfg.subscribers,
-            deliveries,
-            deliveries_per_sec: rate(deliveries, seconds),
-            latency_us: Latency::from_nanos(&delivery_hist),
-            missed: missed > 0 || lagged > 0,
-            missed_events: missed,
-            lagged,
-        }),
-        chaos: None,
-        idle: None,
-    })
+
+    /// Waits for the publisher, tells the subscribers how many updates it
+    /// sent, waits for them and reports: what a subscriber did not reach
+    /// counts as missed.
+    pub(super) async fn finish(
+        self,
+        cfg: &BenchConfig,
+        url: &str,
+        spawned: bool,
+        keyspace: u64,
+        publisher: tokio::task::JoinHandle<(u64, ClientOutcome)>,
+        subscribers: Vec<tokio::task::JoinHandle<SubOutcome>>,
+    ) -> anyhow::Result<Report> {
+        drop(self.fin_rx);
+        let (published, publisher_out) = match publisher.await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.fin_tx.send(Some(0));
+                bail!("the publisher failed: {e}");
+            }
+        };
+        let _ = self.fin_tx.send(Some(published));
+
+        let subs = sum_subscribers(subscribers, published).await;
+        if let Some(p) = self.progress {
+            p.finish();
+        }
+        let delivery_hist = self.shared.delivery_histogram();
+        let seconds = measured_seconds(&self.plan, publisher_out.last);
+        Ok(Report {
+            mode: cfg.mode,
+            url: url.to_string(),
+            spawned,
+            clients: 1,
+            pipeline: cfg.pipeline,
+            value_size: cfg.value_size,
+            keyspace,
+            ops: publisher_out.ops,
+            seconds,
+            ops_per_sec: rate(publisher_out.ops, seconds),
+            errors: publisher_out.errors + subs.errors,
+            latency_us: Latency::from_nanos(&publisher_out.hist),
+            fanout: Some(FanoutReport {
+                subscribers: cfg.subscribers,
+                deliveries: subs.deliveries,
+                deliveries_per_sec: rate(subs.deliveries, seconds),
+                latency_us: Latency::from_nanos(&delivery_hist),
+                missed: subs.missed > 0 || subs.lagged > 0,
+                missed_events: subs.missed,
+                lagged: subs.lagged,
+            }),
+            chaos: None,
+            idle: None,
+        })
+    }
 }
 
 /// Subscribes every connection (64 at a time) and waits for the answers, so
@@ -374,7 +427,7 @@ pub(super) struct SubOutcome {
 /// All subscribers' outcomes summed, once `published` updates went out:
 /// what a subscriber did not reach counts as missed, a subscriber task that
 /// died as one error and one miss.
-pub(super) async fn sum_subscribers(
+async fn sum_subscribers(
     tasks: Vec<tokio::task::JoinHandle<SubOutcome>>,
     published: u64,
 ) -> SubOutcome {
@@ -421,7 +474,7 @@ impl Shared {
     }
 
     /// The delivery latencies of every histogram shard, merged.
-    pub(super) fn delivery_histogram(&self) -> Histogram<u64> {
+    fn delivery_histogram(&self) -> Histogram<u64> {
         let mut merged = new_histogram();
         for h in &self.hists {
             let _ = merged.add(&*h.lock());

@@ -13,22 +13,18 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
-use super::fanout::{sum_subscribers, Shared, Slot, SubOutcome, DRAIN, HIST_SHARDS, KEY};
-use super::progress::{rate_line, Progress};
-use super::report::{rate, FanoutReport, Latency, Report};
-use super::{
-    measured_seconds, new_histogram, record_ns, BenchConfig, ClientOutcome, Counter, Plan,
-    RESPONSE_TIMEOUT,
-};
+use super::fanout::{Harness, Shared, SubOutcome, DRAIN, HIST_SHARDS, KEY};
+use super::report::Report;
+use super::{record_ns, BenchConfig, ClientOutcome, Counter, RESPONSE_TIMEOUT};
 
 /// Digits of the sequence number and of the timestamp in a payload.
 const DIGITS: usize = 20;
@@ -75,94 +71,35 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
     }
     let publisher_conn = connect(&addr).await?;
 
-    let plan = Arc::new(Plan::new(cfg));
-    let shared = Arc::new(Shared {
-        plan: plan.clone(),
-        slots: (0..cfg.subscribers).map(|_| Slot::default()).collect(),
-        wake_at: AtomicU64::new(u64::MAX),
-        notify: Notify::new(),
-        hists: (0..HIST_SHARDS)
-            .map(|_| parking_lot::Mutex::new(new_histogram()))
-            .collect(),
-    });
-    let (fin_tx, fin_rx) = watch::channel(None::<u64>);
-    let pub_live = Arc::new(Counter::default());
-    let sub_live: Vec<Arc<Counter>> = (0..cfg.subscribers).map(|_| Arc::default()).collect();
-    let progress = Progress::start(
-        cfg.progress,
-        rate_line(
-            cfg.mode.to_string(),
-            plan.clone(),
-            vec![pub_live.clone()],
-            Some(("deliveries".into(), sub_live.clone())),
-        ),
-    );
+    let run = Harness::start(cfg);
     let head = Arc::new(head);
     let sub_tasks: Vec<_> = subs
         .into_iter()
-        .zip(sub_live.iter().cloned())
+        .zip(run.sub_live.iter().cloned())
         .enumerate()
         .map(|(i, (conn, live))| {
             tokio::spawn(subscriber(
                 conn,
                 i,
-                shared.clone(),
+                run.shared.clone(),
                 head.clone(),
                 msg_len,
-                fin_rx.clone(),
+                run.fin_rx.clone(),
                 live,
             ))
         })
         .collect();
-    drop(fin_rx);
     let publisher_task = tokio::spawn(publisher(
         publisher_conn,
-        shared.clone(),
+        run.shared.clone(),
         cfg.value_size,
         cfg.pipeline,
-        pub_live,
+        run.pub_live.clone(),
     ));
-    let (published, publisher_out) = match publisher_task.await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = fin_tx.send(Some(0));
-            bail!("the publisher failed: {e}");
-        }
-    };
-    let _ = fin_tx.send(Some(published));
-    let subs = sum_subscribers(sub_tasks, published).await;
-    let (deliveries, missed) = (subs.deliveries, subs.missed);
-    let errors = publisher_out.errors + subs.errors;
-    if let Some(p) = progress {
-        p.finish();
-    }
-    let delivery_hist = shared.delivery_histogram();
-    let seconds = measured_seconds(&plan, publisher_out.last);
-    Ok(Report {
-        mode: cfg.mode,
-        url: url.to_string(),
-        spawned: false,
-        clients: 1,
-        pipeline: cfg.pipeline,
-        value_size: cfg.value_size,
-        keyspace: 1,
-        ops: publisher_out.ops,
-        seconds,
-        ops_per_sec: rate(publisher_out.ops, seconds),
-        errors,
-        latency_us: Latency::from_nanos(&publisher_out.hist),
-        fanout: Some(FanoutReport {
-            subscribers: cfg.subscribers,
-            deliveries,
-            deliveries_per_sec: rate(deliveries, seconds),
-            latency_us: Latency::from_nanos(&delivery_hist),
-            missed: missed > 0,
-            missed_events: missed,
-            lagged: 0,
-        }),
-        chaos: None,
-        idle: None,
-    })
+    // Redis has no lag: a subscriber that falls behind is cut off, which
+    // shows as missed events.
+    run.finish(cfg, url, false, 1, publisher_task, sub_tasks)
+        .await
 }
 
 async fn connect(addr: &str) -> anyhow::Result<TcpStream> {
