@@ -215,11 +215,7 @@ async fn handle_batch(session: &mut Session, text: &str) -> Option<String> {
 /// usable id, nothing for a notification.
 fn not_run(session: &Session, req: &RawRequest<'_>, held: usize, budget: usize) -> Option<String> {
     session.hub.metrics.request(Method::Other, false);
-    let id = req.id?;
-    let id = match id.get().as_bytes().first() {
-        Some(b'"' | b'-' | b'0'..=b'9' | b'n') => id.get(),
-        _ => NULL_ID,
-    };
+    let id = echoable_id(req.id?).unwrap_or(NULL_ID);
     Some(error_response(
         id,
         &RpcError::limit_exceeded(
@@ -233,15 +229,24 @@ fn not_run(session: &Session, req: &RawRequest<'_>, held: usize, budget: usize) 
     ))
 }
 
+/// The id's text, to echo in the response, if it is a string, a number or
+/// `null` (serde has already checked that it is well-formed JSON).
+fn echoable_id(raw: &RawValue) -> Option<&str> {
+    match raw.get().as_bytes().first() {
+        Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(raw.get()),
+        _ => None,
+    }
+}
+
 /// Validates the envelope and runs the method. Invalid requests are always
 /// answered (with `id: null` when the id itself is unusable); valid
 /// notifications never are.
 async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<String> {
     let id = match req.id {
         None => None,
-        Some(raw) => match raw.get().as_bytes().first() {
-            Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(raw.get()),
-            _ => {
+        Some(raw) => match echoable_id(raw) {
+            Some(id) => Some(id),
+            None => {
                 session.hub.metrics.request(Method::Other, false);
                 return Some(error_response(
                     NULL_ID,
