@@ -74,7 +74,7 @@ pub async fn run(
             // taken without setting up the wait on the writer: if the writer
             // has failed meanwhile, it closed the outbox, and queuing the
             // response fails instead.
-            None => match input.next().now_or_never() {
+            None => match input.ready() {
                 Some(Ok(m)) => m,
                 Some(Err(why)) => break why,
                 None => tokio::select! {
@@ -215,17 +215,21 @@ impl Input {
         Ok(m)
     }
 
+    /// A message the socket already has, without waiting: `None` when there
+    /// is none yet (then wait with [`Input::next`]). Most calls after the
+    /// first of a burst find one, and skip registering with the shutdown
+    /// token and the ping timer (a peer that keeps sending is alive; the
+    /// ticks it skips are made up once it pauses).
+    fn ready(&mut self) -> Option<Result<Message, &'static str>> {
+        if self.hub.shutdown.is_cancelled() {
+            return Some(Err(self.shut_down()));
+        }
+        let msg = self.stream.next().now_or_never()?;
+        Some(self.heard(msg))
+    }
+
     /// The next message from the socket, keeping the connection alive meanwhile.
     async fn next(&mut self) -> Result<Message, &'static str> {
-        if self.hub.shutdown.is_cancelled() {
-            return Err(self.shut_down());
-        }
-        // Most calls find a message already read: skip registering with the
-        // shutdown token and the ping timer (a peer that keeps sending is
-        // alive; the ticks it skips are made up once it pauses).
-        if let Some(msg) = self.stream.next().now_or_never() {
-            return self.heard(msg);
-        }
         loop {
             tokio::select! {
                 biased;
