@@ -62,30 +62,37 @@ fi
 hub_pid=""
 hub1_pid=""
 redis_pid=""
-stop_hub() { if [ -n "$hub_pid" ]; then kill "$hub_pid" 2>/dev/null || true; wait "$hub_pid" 2>/dev/null || true; hub_pid=""; fi; }
-stop_hub1() { if [ -n "$hub1_pid" ]; then kill "$hub1_pid" 2>/dev/null || true; wait "$hub1_pid" 2>/dev/null || true; hub1_pid=""; fi; }
-stop_redis() { if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; redis_pid=""; fi; }
+# Stops the server whose pid is in the variable named $1 (if running).
+stop_server() {
+    local pid="${!1}"
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    printf -v "$1" ''
+}
+stop_hub() { stop_server hub_pid; }
+stop_hub1() { stop_server hub1_pid; }
+stop_redis() { stop_server redis_pid; }
 trap 'stop_hub; stop_hub1; stop_redis' EXIT
+
+# Waits until port $1 accepts connections; else prints $2's log ($3) and fails.
+wait_listening() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "compare: $2 did not start; its log:" >&2; cat "$3" >&2; exit 1
+}
 
 start_hub() {
     stop_hub
     "$bin" serve --host 127.0.0.1 --port "$hub_port" 2>"$out/hub.log" &
     hub_pid=$!
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$hub_port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "compare: the hub did not start; its log:" >&2; cat "$out/hub.log" >&2; exit 1
+    wait_listening "$hub_port" "the hub" "$out/hub.log"
 }
 start_hub1() {
     stop_hub1
     TOKIO_WORKER_THREADS=1 "$bin" serve --host 127.0.0.1 --port "$hub1_port" 2>"$out/hub1.log" &
     hub1_pid=$!
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$hub1_port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "compare: the one-worker hub did not start; its log:" >&2; cat "$out/hub1.log" >&2; exit 1
+    wait_listening "$hub1_port" "the one-worker hub" "$out/hub1.log"
 }
 start_redis() {
     stop_redis
