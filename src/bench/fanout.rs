@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::progress::{rate_line, Progress};
 use super::report::{rate, FanoutReport, Latency, Report};
 use super::{
-    classify, measured_seconds, new_histogram, open, open_many, record_ns, BenchConfig,
+    ask_all, classify, measured_seconds, new_histogram, open, open_many, record_ns, BenchConfig,
     ClientOutcome, Counter, Mode, Plan, Reply, Ws, RESPONSE_TIMEOUT,
 };
 
@@ -242,45 +242,7 @@ async fn subscribe_all(conns: Vec<Ws>, prefix: bool) -> anyhow::Result<Vec<Ws>> 
             "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{{\"key\":\"{KEY}\"}}}}"
         )
     };
-    let request = Arc::new(request);
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
-    let mut set = tokio::task::JoinSet::new();
-    for mut ws in conns {
-        let request = request.clone();
-        let slots = slots.clone();
-        set.spawn(async move {
-            let _slot = slots.acquire_owned().await.ok();
-            if ws.send(Message::text(request.as_str())).await.is_err() {
-                bail!("the hub closed a connection before it could subscribe");
-            }
-            loop {
-                match tokio::time::timeout(RESPONSE_TIMEOUT, ws.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => match classify(t.as_str()) {
-                        Reply::Ok => return Ok(ws),
-                        Reply::Notification => continue,
-                        Reply::Err => {
-                            let snippet: String = t.as_str().chars().take(300).collect();
-                            bail!("subscribe failed: {snippet}");
-                        }
-                    },
-                    Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
-                        bail!("the hub closed a connection while it subscribed")
-                    }
-                    Ok(Some(Ok(_))) => continue,
-                    Err(_) => bail!("no answer to subscribe within {RESPONSE_TIMEOUT:?}"),
-                }
-            }
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(ws)) => out.push(ws),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => bail!("a subscribing task failed: {e}"),
-        }
-    }
-    Ok(out)
+    ask_all(conns, "subscribe", request).await
 }
 
 /// The publisher: closed loop on its own responses, `pipeline` in flight,

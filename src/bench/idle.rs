@@ -6,14 +6,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::chaos::RssSource;
 use super::report::{rate, IdleReport, Latency, Report};
-use super::{
-    classify, nanos, new_histogram, open_many, record_ns, BenchConfig, Reply, Ws, RESPONSE_TIMEOUT,
-};
+use super::{ask_all, nanos, new_histogram, open_many, record_ns, BenchConfig};
 
 const VERSION: &str = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"version\"}";
 
@@ -33,7 +29,7 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
     let before = read()?;
     let start = Instant::now();
     let conns = open_many(url, cfg.clients).await?;
-    let conns = answer_all(conns).await?;
+    let conns = ask_all(conns, "version", VERSION.to_string()).await?;
     let seconds = start.elapsed().as_secs_f64().max(1e-6);
     tokio::time::sleep(SETTLE).await;
     let after = read()?;
@@ -64,42 +60,4 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
             bytes_per_connection: (after as f64 - before as f64) / n.max(1) as f64,
         }),
     })
-}
-
-/// Sends `version` on every connection (64 at a time) and waits for each answer.
-async fn answer_all(conns: Vec<Ws>) -> anyhow::Result<Vec<Ws>> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
-    let mut set = tokio::task::JoinSet::new();
-    for mut ws in conns {
-        let slots = slots.clone();
-        set.spawn(async move {
-            let _slot = slots.acquire_owned().await.ok();
-            if ws.send(Message::text(VERSION)).await.is_err() {
-                bail!("the hub closed a connection before it answered");
-            }
-            loop {
-                match tokio::time::timeout(RESPONSE_TIMEOUT, ws.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => match classify(t.as_str()) {
-                        Reply::Ok => return Ok(ws),
-                        Reply::Notification => continue,
-                        Reply::Err => bail!("version failed: {}", t.as_str()),
-                    },
-                    Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
-                        bail!("the hub closed a connection before it answered")
-                    }
-                    Ok(Some(Ok(_))) => continue,
-                    Err(_) => bail!("no answer to version within {RESPONSE_TIMEOUT:?}"),
-                }
-            }
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(ws)) => out.push(ws),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => bail!("a connection task failed: {e}"),
-        }
-    }
-    Ok(out)
 }

@@ -51,10 +51,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::builder::RangedU64ValueParser;
+use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use report::{ChaosReport, FanoutReport, HubState, IdleReport, Latency, Report};
@@ -430,6 +432,56 @@ pub(crate) async fn open_many(url: &str, n: usize) -> anyhow::Result<Vec<Ws>> {
             Ok(Ok(ws)) => out.push(ws),
             Ok(Err(e)) => return Err(e),
             Err(e) => bail!("a connecting task failed: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Sends `request` (a `method` call) on every connection, 64 at a time, and
+/// waits for each one's successful answer, skipping notifications; fails on
+/// the first connection that is closed, answers with an error or stays
+/// silent for [`RESPONSE_TIMEOUT`].
+pub(crate) async fn ask_all(
+    conns: Vec<Ws>,
+    method: &'static str,
+    request: String,
+) -> anyhow::Result<Vec<Ws>> {
+    let request = std::sync::Arc::new(request);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for mut ws in conns {
+        let request = request.clone();
+        let slots = slots.clone();
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await.ok();
+            if ws.send(Message::text(request.as_str())).await.is_err() {
+                bail!("the hub closed a connection before it answered {method}");
+            }
+            loop {
+                match tokio::time::timeout(RESPONSE_TIMEOUT, ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => match classify(t.as_str()) {
+                        Reply::Ok => return Ok(ws),
+                        Reply::Notification => continue,
+                        Reply::Err => {
+                            let snippet: String = t.as_str().chars().take(300).collect();
+                            bail!("{method} failed: {snippet}");
+                        }
+                    },
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
+                        bail!("the hub closed a connection before it answered {method}")
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Err(_) => bail!("no answer to {method} within {RESPONSE_TIMEOUT:?}"),
+                }
+            }
+        });
+    }
+    let mut out = Vec::with_capacity(set.len());
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(ws)) => out.push(ws),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => bail!("a task sending {method} failed: {e}"),
         }
     }
     Ok(out)
