@@ -33,7 +33,6 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let content_type = content_type(path, file.metadata.mimetype());
     let common = [
         (header::ETAG, etag),
         // Revalidate every time: a new hub binary may carry new files.
@@ -44,7 +43,7 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     let mut response = (common, file.data.into_owned()).into_response();
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
+    if let Ok(v) = HeaderValue::from_str(&content_type(path, file.metadata.mimetype())) {
         response.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     response
