@@ -22,7 +22,7 @@ mod session;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +55,9 @@ pub struct Hub {
     pub locks: Arc<Locks>,
     /// Cancelled when the hub shuts down.
     pub shutdown: CancellationToken,
+    /// Set just before `shutdown` is cancelled: a check that costs one load,
+    /// for connections busy with a stream of frames.
+    stopping: Arc<AtomicBool>,
     /// When the hub started.
     pub started: Instant,
     bind_ip: IpAddr,
@@ -72,12 +75,18 @@ impl Hub {
             locks: Locks::new(),
             conn_ids: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             bind_ip,
             slots: Arc::new(Semaphore::new(config.max_connections)),
             tracker: TaskTracker::new(),
             config,
         }
+    }
+
+    /// True once a shutdown was requested (see [`ShutdownHandle`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// A connection id never used before in this hub.
@@ -178,13 +187,14 @@ pub struct Server {
 
 /// Stops a running hub from anywhere; cloneable.
 #[derive(Debug, Clone)]
-pub struct ShutdownHandle(CancellationToken);
+pub struct ShutdownHandle(CancellationToken, Arc<AtomicBool>);
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: stop accepting, close every connection
     /// with code 1001, let `run` return once they are closed (or the grace
     /// period ran out).
     pub fn shutdown(&self) {
+        self.1.store(true, Ordering::Release);
         self.0.cancel();
     }
 
@@ -202,7 +212,7 @@ impl Server {
 
     /// A handle that stops this server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.hub.shutdown.clone())
+        ShutdownHandle(self.hub.shutdown.clone(), self.hub.stopping.clone())
     }
 
     /// The hub's keyspace, for embedding programs that want direct access.

@@ -1,10 +1,11 @@
-//! The bounded queue between a connection's reader (and every writer in the
-//! hub that publishes to it) and the task that writes its socket.
+//! The bounded queue of what a connection's task writes to its socket: its
+//! own responses, and the events every writer in the hub publishes to it.
 //!
 //! Two kinds of traffic share it, in the order they were queued:
 //! - **responses** are never dropped; when the queue holds more than its byte
-//!   budget, the reader waits before queuing another, so a client that does
-//!   not read its responses stops being read (TCP backpressure);
+//!   budget, the connection writes before it queues another (and reads
+//!   nothing meanwhile), so a client that does not read its responses stops
+//!   being read (TCP backpressure);
 //! - **events** never wait: when the queue is full (events or bytes), the
 //!   subscription is marked lagged and the event dropped; the writer later
 //!   sends `lagged` and, for a key subscription, the key's current state.
@@ -20,8 +21,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::pubsub::{Event, EventSink, Subscription};
 
@@ -52,20 +55,11 @@ struct State {
     closed: bool,
 }
 
-/// What the writer takes in one go.
-#[derive(Default)]
-pub struct Batch {
-    /// Items in queue order.
-    pub items: Vec<Outgoing>,
-    /// Subscriptions that dropped events since the last batch.
-    pub lagged: Vec<Arc<Subscription>>,
-}
-
 /// A connection's outbound queue. See the module docs for its guarantees.
 pub struct Outbox {
     state: Mutex<State>,
-    writer_wake: Notify,
-    space: Notify,
+    /// The connection task, when it found the queue empty.
+    writer: AtomicWaker,
     max_events: usize,
     max_bytes: usize,
 }
@@ -75,33 +69,18 @@ impl Outbox {
     pub fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            writer_wake: Notify::new(),
-            space: Notify::new(),
+            writer: AtomicWaker::new(),
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
         }
     }
 
-    /// Queues a response, waiting while the queue is over its byte budget.
-    /// Announces every pending subscription right after it. Returns false
-    /// if the outbox is closed.
-    pub async fn push_response(&self, frame: Utf8Bytes) -> bool {
-        let mut frame = frame;
-        loop {
-            let space = self.space.notified();
-            match self.try_push_response(frame) {
-                Ok(queued) => return queued,
-                Err(f) => frame = f,
-            }
-            space.await;
-        }
-    }
-
-    /// Queues a response if the queue is within its byte budget, without
-    /// waiting: `Ok(true)` when queued, `Ok(false)` when the outbox is
-    /// closed, and the frame back when the caller has to wait for room
-    /// (see [`Outbox::push_response`]). Like `push_response`, it announces
-    /// every pending subscription right after the response.
+    /// Queues a response if the queue is within its byte budget: `Ok(true)`
+    /// when queued, `Ok(false)` when the outbox is closed, and the frame
+    /// back when the connection has to write (take a batch) first. Announces
+    /// every pending subscription right after the response. Wakes nobody:
+    /// only the connection's own task queues responses, and it writes what
+    /// is queued before it waits.
     pub fn try_push_response(&self, frame: Utf8Bytes) -> Result<bool, Utf8Bytes> {
         let mut st = self.state.lock();
         if st.closed {
@@ -110,16 +89,9 @@ impl Outbox {
         if st.bytes >= self.max_bytes && !st.queue.is_empty() {
             return Err(frame);
         }
-        // Whoever made the queue non-empty already woke the writer, which
-        // takes everything queued until it looks: one wake-up per batch.
-        let was_idle = st.queue.is_empty() && st.lagged.is_empty();
         st.bytes += frame.len();
         st.queue.push_back(Outgoing::Frame(frame));
         self.announce_locked(&mut st);
-        drop(st);
-        if was_idle {
-            self.writer_wake.notify_one();
-        }
         Ok(true)
     }
 
@@ -128,8 +100,6 @@ impl Outbox {
         let mut st = self.state.lock();
         if !st.pending.is_empty() {
             self.announce_locked(&mut st);
-            drop(st);
-            self.writer_wake.notify_one();
         }
     }
 
@@ -165,61 +135,59 @@ impl Outbox {
         st.queue.push_back(Outgoing::Event(sub.clone(), ev));
     }
 
-    /// Queues a keepalive ping (never waits).
+    /// Queues a keepalive ping (never waits; the connection's task queues
+    /// it and writes it before it waits again).
     pub fn push_ping(&self) {
         let mut st = self.state.lock();
         if !st.closed {
             st.queue.push_back(Outgoing::Ping);
-            drop(st);
-            self.writer_wake.notify_one();
         }
     }
 
-    /// Queues a close frame and closes the queue: the writer sends what is
-    /// queued, then the close frame, then stops.
+    /// Queues a close frame and closes the queue: the connection sends what
+    /// is queued, then the close frame, then nothing more.
     pub fn close_with(&self, code: u16, reason: &'static str) {
         let mut st = self.state.lock();
         if !st.closed {
             st.queue.push_back(Outgoing::Close(code, reason));
             st.closed = true;
         }
-        drop(st);
-        self.writer_wake.notify_one();
-        self.space.notify_waiters();
     }
 
-    /// Closes the queue without a close frame: the writer sends what is
-    /// queued and stops; later pushes are ignored.
+    /// Closes the queue without a close frame: what is queued can still be
+    /// taken; later pushes are ignored.
     pub fn close(&self) {
         self.state.lock().closed = true;
-        self.writer_wake.notify_one();
-        self.space.notify_waiters();
     }
 
-    /// Waits for the next batch; `None` once the queue is closed and drained.
-    pub async fn next_batch(&self) -> Option<Batch> {
-        loop {
-            let wake = self.writer_wake.notified();
-            {
-                let mut st = self.state.lock();
-                if !st.queue.is_empty() || !st.lagged.is_empty() {
-                    let items = Vec::from(std::mem::take(&mut st.queue));
-                    let lagged = std::mem::take(&mut st.lagged);
-                    for sub in &lagged {
-                        sub.lagged.store(false, Ordering::SeqCst);
-                    }
-                    st.events = 0;
-                    st.bytes = 0;
-                    drop(st);
-                    self.space.notify_waiters();
-                    return Some(Batch { items, lagged });
-                }
-                if st.closed {
-                    return None;
-                }
-            }
-            wake.await;
+    /// Moves everything queued into `items` and `lagged` (the subscriptions
+    /// that dropped events since the last take; both must be empty) and
+    /// resets the byte and event budget: true if there was anything. When
+    /// there is nothing, `waker` is woken by the next event published to the
+    /// queue. The two buffers are swapped with the queue's, so a connection
+    /// that keeps reusing them allocates nothing per batch.
+    pub fn take(
+        &self,
+        items: &mut VecDeque<Outgoing>,
+        lagged: &mut Vec<Arc<Subscription>>,
+        waker: &Waker,
+    ) -> bool {
+        debug_assert!(items.is_empty() && lagged.is_empty());
+        let mut st = self.state.lock();
+        if st.queue.is_empty() && st.lagged.is_empty() {
+            // Registered under the lock: a publisher that queues after this
+            // check finds the queue empty and wakes this waker.
+            self.writer.register(waker);
+            return false;
         }
+        std::mem::swap(&mut st.queue, items);
+        std::mem::swap(&mut st.lagged, lagged);
+        for sub in lagged.iter() {
+            sub.lagged.store(false, Ordering::SeqCst);
+        }
+        st.events = 0;
+        st.bytes = 0;
+        true
     }
 }
 
@@ -245,11 +213,13 @@ impl EventSink for Outbox {
             }
             return;
         }
+        // Whoever made the queue non-empty already woke the connection,
+        // which takes everything queued when it looks: one wake-up per batch.
         let was_idle = st.queue.is_empty() && st.lagged.is_empty();
         self.push_event_locked(&mut st, sub, event.clone());
         drop(st);
         if was_idle {
-            self.writer_wake.notify_one();
+            self.writer.wake();
         }
     }
 }
@@ -264,35 +234,52 @@ mod tests {
         Arc::new(Event::change("k", EventKind::Update, Some("1"), rev))
     }
 
-    #[tokio::test]
-    async fn pending_events_follow_the_response_and_overflow_lags() {
+    /// What the connection would take now: items and lagged subscriptions.
+    fn take(outbox: &Outbox) -> Option<(VecDeque<Outgoing>, Vec<Arc<Subscription>>)> {
+        let (mut items, mut lagged) = (VecDeque::new(), Vec::new());
+        let waker = futures_util::task::noop_waker_ref();
+        outbox
+            .take(&mut items, &mut lagged, waker)
+            .then_some((items, lagged))
+    }
+
+    fn respond(outbox: &Outbox) {
+        assert!(matches!(
+            outbox.try_push_response(Utf8Bytes::from_static("{}")),
+            Ok(true)
+        ));
+    }
+
+    #[test]
+    fn pending_events_follow_the_response_and_overflow_lags() {
         let outbox = Arc::new(Outbox::new(2, 1 << 20));
         let sub = Subscription::new(1, Target::Key("k".into()), outbox.clone());
         outbox.add_pending(&sub);
         outbox.deliver(&sub, &ev(1));
         assert!(outbox.state.lock().queue.is_empty());
-        assert!(outbox.push_response(Utf8Bytes::from_static("{}")).await);
+        respond(&outbox);
         for rev in 2..=5 {
             outbox.deliver(&sub, &ev(rev));
         }
-        let batch = outbox.next_batch().await.unwrap();
-        assert!(matches!(batch.items[0], Outgoing::Frame(_)));
-        let revs: Vec<u64> = batch.items[1..]
+        let (items, lagged) = take(&outbox).expect("a batch");
+        assert!(matches!(items[0], Outgoing::Frame(_)));
+        let revs: Vec<u64> = items
             .iter()
+            .skip(1)
             .map(|i| match i {
                 Outgoing::Event(_, e) => e.rev,
                 _ => 0,
             })
             .collect();
         assert_eq!(revs, vec![1, 2]);
-        assert_eq!(batch.lagged.len(), 1);
+        assert_eq!(lagged.len(), 1);
         assert!(!sub.lagged.load(Ordering::SeqCst));
         outbox.close();
-        assert!(outbox.next_batch().await.is_none());
+        assert!(take(&outbox).is_none());
     }
 
-    #[tokio::test]
-    async fn held_events_are_bounded_and_lag_after_the_response() {
+    #[test]
+    fn held_events_are_bounded_and_lag_after_the_response() {
         let outbox = Arc::new(Outbox::new(2, 1 << 20));
         let sub = Subscription::new(1, Target::Key("k".into()), outbox.clone());
         outbox.add_pending(&sub);
@@ -302,10 +289,47 @@ mod tests {
         assert!(outbox.state.lock().held.len() <= 2);
         // Nothing, not even the lag, may precede the subscribe response.
         assert!(outbox.state.lock().lagged.is_empty());
-        assert!(outbox.push_response(Utf8Bytes::from_static("{}")).await);
-        let batch = outbox.next_batch().await.unwrap();
-        assert_eq!(batch.items.len(), 1, "only the response is queued");
-        assert!(matches!(batch.items[0], Outgoing::Frame(_)));
-        assert_eq!(batch.lagged.len(), 1);
+        respond(&outbox);
+        let (items, lagged) = take(&outbox).expect("a batch");
+        assert_eq!(items.len(), 1, "only the response is queued");
+        assert!(matches!(items[0], Outgoing::Frame(_)));
+        assert_eq!(lagged.len(), 1);
+    }
+
+    #[test]
+    fn a_response_over_the_byte_budget_waits_for_a_take() {
+        let outbox = Outbox::new(8, 4);
+        respond(&outbox);
+        let again = outbox.try_push_response(Utf8Bytes::from_static("{}"));
+        assert!(again.is_ok(), "under the budget (2 of 4 bytes)");
+        let over = outbox.try_push_response(Utf8Bytes::from_static("{}"));
+        assert!(over.is_err(), "the budget is used up until the next take");
+        assert!(take(&outbox).is_some());
+        respond(&outbox);
+    }
+
+    #[test]
+    fn an_event_into_an_empty_queue_wakes_the_connection() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let outbox = Arc::new(Outbox::new(8, 1 << 20));
+        let sub = Subscription::new(1, Target::Key("k".into()), outbox.clone());
+        outbox.add_pending(&sub);
+        outbox.announce();
+        let (mut items, mut lagged) = (VecDeque::new(), Vec::new());
+        assert!(!outbox.take(&mut items, &mut lagged, &waker));
+        outbox.deliver(&sub, &ev(1));
+        outbox.deliver(&sub, &ev(2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake-up per batch");
+        assert!(outbox.take(&mut items, &mut lagged, &waker));
+        assert_eq!(items.len(), 2);
     }
 }
