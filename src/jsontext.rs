@@ -93,9 +93,18 @@ pub fn compact(text: &str) -> std::borrow::Cow<'_, str> {
 /// [`nesting_depth`] (the hub checks every frame against its configured
 /// limit before parsing), so the configured limit is the one that applies.
 pub fn from_str_prechecked<'a, T: serde::Deserialize<'a>>(text: &'a str) -> serde_json::Result<T> {
+    from_str_prechecked_seed(text, std::marker::PhantomData::<T>)
+}
+
+/// [`from_str_prechecked`] with a seed that carries state into the
+/// deserialization (same precondition: nesting already bounded).
+pub fn from_str_prechecked_seed<'a, S: serde::de::DeserializeSeed<'a>>(
+    text: &'a str,
+    seed: S,
+) -> serde_json::Result<S::Value> {
     let mut de = serde_json::Deserializer::from_str(text);
     de.disable_recursion_limit();
-    let value = T::deserialize(&mut de)?;
+    let value = seed.deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }

@@ -4,45 +4,151 @@
 //! their size limit, notifications (no `id`, no answer), id validation and
 //! echo, `jsonrpc` and `params` shape checks, and metrics per request. It
 //! hands each well-formed request to [`methods::call`] and never looks inside
-//! `params` itself.
+//! `params` itself: when the method came first, [`methods::ParamsSeed`]
+//! reads them in the same pass as the envelope.
 
 use std::borrow::Cow;
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 
-use super::methods::{self, Method};
+use super::methods::{self, Method, Params, ParamsSeed};
 use super::session::Session;
-use crate::jsontext::{from_str_prechecked, nesting_depth};
+use crate::jsontext::{from_str_prechecked, from_str_prechecked_seed, nesting_depth};
 use crate::protocol::RpcError;
 
-/// The members of a request object. `id` and `params` are kept raw, so
-/// that their presence and type can be judged separately (absent vs `null`
-/// matters for `id`) and `id` is echoed byte for byte; `jsonrpc` and
-/// `method` are read as whatever JSON they hold ([`Member`]), which costs a
-/// fraction of keeping them raw and parsing them again.
-#[derive(Deserialize)]
+/// The members of a request object. `id` is kept raw, so that its
+/// presence and type can be judged separately (absent vs `null` matters)
+/// and it is echoed byte for byte; `jsonrpc` and `method` are read as
+/// whatever JSON they hold ([`Member`]), which costs a fraction of keeping
+/// them raw and parsing them again; `params` is read by [`ParamsSeed`] when
+/// the method came first (the usual order) and kept as text otherwise.
 struct RawRequest<'a> {
-    #[serde(borrow, default, deserialize_with = "member")]
     jsonrpc: Option<Member<'a>>,
-    #[serde(borrow, default, deserialize_with = "member")]
     method: Option<Member<'a>>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<Params<'a>>,
     id: Option<&'a RawValue>,
 }
 
-/// A member that is present (even as `null`) is `Some`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+/// Reads a request object. With `decode_params`, the params of a method
+/// that came before them are decoded in the same pass; that pass fails
+/// wherever decoding them would, and the request is then read again
+/// without it, so that the method reports the error.
+struct RequestSeed {
+    decode_params: bool,
 }
 
-/// A present member read as a string if it is one.
-fn member<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Member<'de>>, D::Error> {
-    d.deserialize_any(MemberVisitor).map(Some)
+impl<'de> DeserializeSeed<'de> for RequestSeed {
+    type Value = RawRequest<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed {
+    type Value = RawRequest<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON-RPC request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut req = RawRequest {
+            jsonrpc: None,
+            method: None,
+            params: None,
+            id: None,
+        };
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Jsonrpc => once(&mut req.jsonrpc, "jsonrpc", || {
+                    map.next_value_seed(MemberSeed)
+                })?,
+                Field::Method => once(&mut req.method, "method", || {
+                    map.next_value_seed(MemberSeed)
+                })?,
+                Field::Id => once(&mut req.id, "id", || map.next_value())?,
+                Field::Params => {
+                    let method = match &req.method {
+                        Some(m) if self.decode_params => m.text().map(Method::from_name),
+                        _ => None,
+                    };
+                    once(&mut req.params, "params", || match method {
+                        Some(m) => map.next_value_seed(ParamsSeed(m)),
+                        None => map
+                            .next_value::<&RawValue>()
+                            .map(|raw| Params::Text(raw.get())),
+                    })?
+                }
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// Fills `slot` with `read()`, or fails as serde does for a member given twice.
+fn once<T, E: serde::de::Error>(
+    slot: &mut Option<T>,
+    name: &'static str,
+    read: impl FnOnce() -> Result<T, E>,
+) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(read()?);
+    Ok(())
+}
+
+/// A request member's name.
+enum Field {
+    Jsonrpc,
+    Method,
+    Params,
+    Id,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+        Ok(match v {
+            "jsonrpc" => Field::Jsonrpc,
+            "method" => Field::Method,
+            "params" => Field::Params,
+            "id" => Field::Id,
+            _ => Field::Other,
+        })
+    }
+}
+
+/// Reads a member as [`Member`].
+struct MemberSeed;
+
+impl<'de> DeserializeSeed<'de> for MemberSeed {
+    type Value = Member<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(MemberVisitor)
+    }
 }
 
 /// The value of `jsonrpc` or `method`: a string, or any other JSON value
@@ -137,7 +243,20 @@ fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
             None => RpcError::invalid_request("a request must be a JSON object"),
         });
     }
-    from_str_prechecked::<RawRequest>(text).map_err(|e| match e.classify() {
+    // One pass decodes the params as well; a request it refuses is read
+    // again with its params as text, for the precise error.
+    if let Ok(req) = from_str_prechecked_seed(
+        text,
+        RequestSeed {
+            decode_params: true,
+        },
+    ) {
+        return Ok(req);
+    }
+    let raw_pass = RequestSeed {
+        decode_params: false,
+    };
+    from_str_prechecked_seed(text, raw_pass).map_err(|e| match e.classify() {
         // A type error can surface before a later syntax error; syntax wins.
         Category::Data => match syntax_error(text) {
             Some(syntax) => RpcError::parse_error(syntax),
@@ -267,13 +386,14 @@ async fn handle_request(session: &mut Session, req: RawRequest<'_>) -> Option<St
         return invalid(session, "\"method\" must be a string");
     };
     let method = Method::from_name(name);
-    let params = match req.params.map(RawValue::get) {
-        None | Some("null") => Ok("{}"),
-        Some(p) if p.starts_with('{') => Ok(p),
-        Some(p) if p.starts_with('[') => Err(RpcError::invalid_params(
+    let params = match req.params {
+        None | Some(Params::Text("null")) => Ok(Params::Text("{}")),
+        Some(Params::Text(p)) if p.starts_with('{') => Ok(Params::Text(p)),
+        Some(Params::Text(p)) if p.starts_with('[') => Err(RpcError::invalid_params(
             "params must be an object of named parameters; positional arrays are not supported",
         )),
-        Some(_) => return invalid(session, "\"params\" must be an object"),
+        Some(Params::Text(_)) => return invalid(session, "\"params\" must be an object"),
+        Some(decoded) => Ok(decoded),
     };
     let mut out = session.response_buffer();
     out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");

@@ -10,7 +10,10 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::session::Session;
@@ -126,16 +129,89 @@ impl Method {
     }
 }
 
-/// Runs `method` with `params` (a JSON object's text) and appends the result
-/// JSON to `out`. On error, `out` may hold partial output; the caller discards it.
-/// Only `lock` ever awaits (for a lock held by someone else).
+/// A request's params as [`call`] takes them: the text of the params
+/// object, or, for the hottest methods, the params already decoded in the
+/// same pass that read the request's envelope (see [`ParamsSeed`]). A
+/// decoded variant is only ever paired with its own method.
+pub enum Params<'a> {
+    /// The params object's text (`{}` when the request had none).
+    Text(&'a str),
+    /// The params of a `get`.
+    Get(KeyParams<'a>),
+    /// The params of an `update`.
+    Update(UpdateParams<'a>),
+}
+
+/// Reads a request's `params` member once its method is known: decodes the
+/// params of `get` and `update` on the spot (which saves scanning them
+/// twice), and keeps any other method's params as text. It fails wherever
+/// decoding the params would: the caller then reads the request again with
+/// the params as text, and the method reports the error as usual.
+pub struct ParamsSeed(pub Method);
+
+impl<'de> DeserializeSeed<'de> for ParamsSeed {
+    type Value = Params<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match self.0 {
+            // Objects only (a derived struct would also take an array).
+            Method::Get => d.deserialize_map(ObjectOf::new(Params::Get)),
+            Method::Update => d.deserialize_map(ObjectOf::new(Params::Update)),
+            _ => <&RawValue>::deserialize(d).map(|raw| Params::Text(raw.get())),
+        }
+    }
+}
+
+/// Decodes a JSON object into `T`, then wraps it.
+struct ObjectOf<T, F> {
+    wrap: F,
+    of: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T, F> ObjectOf<T, F>
+where
+    T: Deserialize<'de>,
+    F: FnOnce(T) -> Params<'de>,
+{
+    fn new(wrap: F) -> Self {
+        Self {
+            wrap,
+            of: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T, F> Visitor<'de> for ObjectOf<T, F>
+where
+    T: Deserialize<'de>,
+    F: FnOnce(T) -> Params<'de>,
+{
+    type Value = Params<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of named parameters")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(self.wrap)
+    }
+}
+
+/// Runs `method` with `params` and appends the result JSON to `out`. On
+/// error, `out` may hold partial output; the caller discards it. Only
+/// `lock` ever awaits (for a lock held by someone else).
 pub async fn call(
     session: &mut Session,
     method: Method,
     name: &str,
-    params: &str,
+    params: Params<'_>,
     out: &mut String,
 ) -> Result<(), RpcError> {
+    let params = match params {
+        Params::Get(p) => return get(session, p, out),
+        Params::Update(p) => return update(session, p, out),
+        Params::Text(text) => text,
+    };
     match method {
         Method::Memoize => memoize(session, decode(params)?, out),
         Method::Get => get(session, decode(params)?, out),
@@ -175,7 +251,7 @@ fn check_key(session: &Session, key: &str) -> Result<(), RpcError> {
     Ok(())
 }
 
-fn check_value(session: &Session, raw: &serde_json::value::RawValue) -> Result<Arc<str>, RpcError> {
+fn check_value(session: &Session, raw: &RawValue) -> Result<Arc<str>, RpcError> {
     let value = compact(raw.get());
     let max = session.hub.config.max_value_bytes;
     if value.len() > max {

@@ -109,6 +109,10 @@ impl Outbox {
     }
 
     fn announce_locked(&self, st: &mut State) {
+        // The common case, a response with no subscription waiting on it.
+        if st.pending.is_empty() && st.held.is_empty() && st.held_lagged.is_empty() {
+            return;
+        }
         for sub in std::mem::take(&mut st.pending) {
             sub.pending.store(false, Ordering::SeqCst);
         }
