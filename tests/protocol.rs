@@ -1389,3 +1389,81 @@ async fn pipelined_responses_arrive_in_request_order() {
     }
     assert_nothing_pending(&mut c).await;
 }
+
+/// `get` and `update` params are decoded in the same pass as the envelope
+/// when the method comes first; every other order and every faulty params
+/// object must answer exactly as the params-as-text reading does.
+#[tokio::test]
+async fn params_read_with_the_envelope_keep_every_answer() {
+    let hub = TestHub::start().await;
+    let mut c = hub.client().await;
+    let ok = raw(
+        &mut c,
+        r#"{"params":{"key":"pe","value":[1]},"method":"update","jsonrpc":"2.0","id":1}"#,
+    )
+    .await;
+    assert_eq!(ok["result"]["created"], json!(true), "{ok}");
+    for text in [
+        r#"{"jsonrpc":"2.0","id":2,"method":"get","params":{"key":"pe"}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"params":{"key":"pe"},"method":"get"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"get","params":{"key":"p\u0065","extra":0}}"#,
+    ] {
+        let got = raw(&mut c, text).await;
+        assert_eq!(got["result"]["value"], json!([1]), "{text}: {got}");
+    }
+    let cases = [
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"get","params":["pe"]}"#,
+            -32602,
+            "positional",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"get","params":null}"#,
+            -32602,
+            "missing field `key`",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"get","params":{"key":"a","key":"b"}}"#,
+            -32602,
+            "duplicate field `key`",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"update","params":{"key":"pe"}}"#,
+            -32602,
+            "missing field `value`",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"update","params":{"key":"pe","value":1,"ttl_ms":"x"}}"#,
+            -32602,
+            "invalid type",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"get","params":5}"#,
+            -32600,
+            "\"params\" must be an object",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"get","params":{"key":"pe"},"params":{}}"#,
+            -32600,
+            "duplicate field `params`",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"get","params":{"key":"pe"}"#,
+            -32700,
+            "EOF",
+        ),
+    ];
+    for (text, code, says) in cases {
+        let got = raw(&mut c, text).await;
+        assert_eq!(got["error"]["code"], json!(code), "{text}: {got}");
+        let message = got["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{text}: {got}");
+    }
+    // Nothing was changed by the refused updates.
+    let got = raw(
+        &mut c,
+        r#"{"jsonrpc":"2.0","id":4,"method":"get","params":{"key":"pe"}}"#,
+    )
+    .await;
+    assert_eq!(got["result"]["value"], json!([1]), "{got}");
+}
