@@ -38,6 +38,8 @@ use crate::pubsub::{Event, Subscription};
 
 /// WebSocket close code for "going away" (shutdown, keepalive timeout).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for "policy violation" (a client not reading).
+const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code for "message too big".
 const CLOSE_TOO_BIG: u16 = 1009;
 /// Why a connection ends when its peer stops reading.
@@ -78,8 +80,9 @@ pub async fn run(
     // Unsubscribe before the socket is gone, so no publisher works for us.
     drop(session);
     outbox.close();
-    if reason != SLOW_CLIENT && reason != WRITE_FAILED {
-        // Send what is queued (a close frame among it), within a grace period.
+    if reason != WRITE_FAILED {
+        // Send what is queued (a close frame among it), within a grace
+        // period: a stuck peer that reads again in time still gets its 1008.
         let grace = hub
             .config
             .shutdown_grace
@@ -90,7 +93,7 @@ pub async fn run(
     if reason == SLOW_CLIENT {
         warn!(
             %peer,
-            "disconnected a client that read nothing for {:?}",
+            "disconnected a client that read nothing for {:?} (close code 1008)",
             hub.config.slow_client_timeout
         );
     }
@@ -220,6 +223,8 @@ impl Conn {
             Poll::Ready(Ok(())) => self.stall_armed = false,
             Poll::Pending => {
                 if self.stalled(cx) {
+                    self.outbox
+                        .close_with(CLOSE_POLICY, "not reading responses");
                     return Poll::Ready(Err(SLOW_CLIENT));
                 }
             }
