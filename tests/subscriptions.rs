@@ -662,12 +662,11 @@ async fn a_stuck_key_subscriber_lags_then_converges_without_blocking_writers() {
         assert_eq!(rev(e), wrevs[idx - 1], "value {idx} carries the wrong rev");
     }
     assert!(lagged >= 1, "no lagged event among {} events", events.len());
+    // The final state arrives last, either as the catch-up after a lagged
+    // marker or, when the connection had room again by the time the last
+    // writes were published (its task was late to run, not the socket
+    // full), as the ordinary event: both converge.
     let n = events.len();
-    assert_eq!(
-        events[n - 2]["event"],
-        "lagged",
-        "final state must follow a lagged event"
-    );
     assert_eq!(big_index(&events[n - 1]["value"]), N);
     assert_eq!(rev(&events[n - 1]), final_rev);
 
