@@ -51,6 +51,9 @@ const WRITE_FAILED: &str = "socket write failed";
 /// sending still gets its answers at least this often.
 const BURST: u8 = 32;
 
+/// Most queue slots a connection keeps between batches (see `poll_write`).
+const KEEP_ITEMS: usize = 64;
+
 /// Most frames buffered while one request waits; past it (or past the
 /// message size limit in bytes) the hub stops reading until the wait ends.
 const BACKLOG_MAX: usize = 1024;
@@ -302,6 +305,15 @@ impl Conn {
                 self.writing.clear();
                 self.lagged.clear();
                 return Poll::Ready(Ok(()));
+            }
+            // The emptied buffers go to the outbox in exchange for the
+            // queue: a burst's worth of room is kept, a rare huge batch's
+            // is not (it would stay with the connection for good).
+            if self.writing.capacity() > KEEP_ITEMS {
+                self.writing = VecDeque::new();
+            }
+            if self.lagged.capacity() > KEEP_ITEMS {
+                self.lagged = Vec::new();
             }
             if !self
                 .outbox
