@@ -176,7 +176,10 @@ impl Conn {
             let reply = match msg {
                 Message::Text(text) => {
                     self.hub.metrics.bytes_in.inc_by(text.len() as u64);
-                    let frame = handle_frame(session, text.as_str());
+                    // Built in place and lent pinned: moved into `run_frame`
+                    // by value, the frame's future (large: it can hold a
+                    // lock wait) was copied on every request.
+                    let frame = pin!(handle_frame(session, text.as_str()));
                     match self.run_frame(frame).await {
                         Ok(reply) => reply,
                         Err(why) => return why,
@@ -406,11 +409,10 @@ impl Conn {
     /// read, events written and the keepalive running meanwhile, so a peer
     /// that goes away or falls silent abandons the wait (leaving the lock
     /// queue), and later frames are buffered to run in order afterwards.
-    async fn run_frame(
+    async fn run_frame<F: Future<Output = Option<String>>>(
         &mut self,
-        frame: impl Future<Output = Option<String>>,
+        mut frame: Pin<&mut F>,
     ) -> Result<Option<String>, &'static str> {
-        let mut frame = pin!(frame);
         if let Some(reply) = frame.as_mut().now_or_never() {
             return Ok(reply);
         }
