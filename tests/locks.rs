@@ -879,3 +879,37 @@ async fn a_silent_waiter_is_dropped_by_keepalive() {
     assert_eq!(s["locks_held"], 0, "nobody may hold the lock: {s}");
     drop(waiter);
 }
+
+/// A connection whose `lock` waits still gets its subscription's events at
+/// once: the wait keeps the connection's writing going, not only its reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_a_connection_while_its_lock_waits() {
+    let hub = TestHub::start().await;
+    let mut a = hub.client().await;
+    let mut b = hub.client().await;
+    let sub = b.call("subscribe", json!({"key": "watched"})).await;
+    let (ta, _) = lock(&mut a, "busy", 0).await;
+    enqueue(&hub, &mut b, "L", "busy", 1).await;
+
+    let rev = a
+        .call(
+            "update",
+            json!({"key": "watched", "value": "while waiting"}),
+        )
+        .await["rev"]
+        .clone();
+    let event = tokio::time::timeout(PROMPT, b.next_event())
+        .await
+        .expect("no event while the lock waits");
+    assert_eq!(event["sub"], sub["sub"], "{event}");
+    assert_eq!(event["value"], "while waiting", "{event}");
+    assert_eq!(event["rev"], rev, "{event}");
+    // The lock is still waiting: nothing answered it yet.
+    assert_eq!(wait_locks(&hub, 1, 1).await["lock_waiters"], 1);
+
+    unlock(&mut a, "busy", &ta).await;
+    let l = answer_within(&mut b, PROMPT).await;
+    assert_eq!(l["id"], "L", "{l}");
+    let (tb, _) = grant(ok(&l));
+    unlock(&mut b, "busy", &tb).await;
+}
