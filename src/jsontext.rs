@@ -20,6 +20,17 @@ fn string_end(text: &[u8], mut from: usize) -> Option<usize> {
     }
 }
 
+/// True if `text` nests arrays/objects deeper than `limit`, ignoring
+/// brackets inside strings. The depth is at most the number of opening
+/// brackets, which is at most the length: a text no longer than `limit`, or
+/// with at most `limit` opening brackets in all (most requests and values),
+/// is answered without the string-aware scan of [`nesting_depth`].
+pub fn deeper_than(text: &[u8], limit: usize) -> bool {
+    text.len() > limit
+        && memchr::memchr2_iter(b'[', b'{', text).count() > limit
+        && nesting_depth(text, limit) > limit
+}
+
 /// The deepest array/object nesting in `text`, ignoring brackets inside
 /// strings. Stops counting (and returns a value above `limit`) as soon as the
 /// depth exceeds `limit`, so a hostile frame costs at most one linear scan.
@@ -226,6 +237,10 @@ mod tests {
             proptest::prop_assert_eq!(
                 nesting_depth(text.as_bytes(), limit),
                 reference_depth(text.as_bytes(), limit)
+            );
+            proptest::prop_assert_eq!(
+                deeper_than(text.as_bytes(), limit),
+                reference_depth(text.as_bytes(), limit) > limit
             );
             proptest::prop_assert_eq!(compact(&text).into_owned(), reference_compact(&text));
         }

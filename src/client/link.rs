@@ -25,7 +25,7 @@ use tokio_tungstenite::Connector;
 
 use super::error::{Error, Result};
 use super::subscription::{Event, Snapshot, SubState};
-use crate::jsontext::{from_str_prechecked, nesting_depth};
+use crate::jsontext::{deeper_than, from_str_prechecked};
 use crate::protocol::RpcError;
 
 /// A client socket's read buffer. tungstenite zero-fills the free part of
@@ -163,7 +163,7 @@ impl Link {
         // The hub bounds nesting by its configured limit (at most
         // MAX_NESTING_CEILING); parse up to that, not serde's fixed 128.
         let max = crate::server::MAX_NESTING_CEILING + 2;
-        if nesting_depth(text.as_bytes(), max) > max {
+        if deeper_than(text.as_bytes(), max) {
             return;
         }
         let Ok(msg) = from_str_prechecked::<Value>(text) else {

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::methods::{self, Method, Params, ParamsSeed};
 use super::session::Session;
-use crate::jsontext::{from_str_prechecked, from_str_prechecked_seed, nesting_depth};
+use crate::jsontext::{deeper_than, from_str_prechecked, from_str_prechecked_seed};
 use crate::protocol::RpcError;
 
 /// The members of a request object. `id` is kept raw, so that its
@@ -212,7 +212,7 @@ const NULL_ID: &str = "null";
 /// frame consisted only of notifications.
 pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
     let max_depth = session.hub.config.max_nesting;
-    if nesting_depth(text.as_bytes(), max_depth) > max_depth {
+    if deeper_than(text.as_bytes(), max_depth) {
         session.hub.metrics.request(Method::Other, false);
         return Some(error_response(
             NULL_ID,

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::session::Session;
-use crate::jsontext::{compact, from_str_prechecked, nesting_depth, push_str_literal};
+use crate::jsontext::{compact, deeper_than, from_str_prechecked, push_str_literal};
 use crate::protocol::{
     code, DeleteParams, IncrParams, KeyParams, KeysParams, LockParams, MemoizeParams, MergeParams,
     PatchParams, RpcError, SubscribeParams, UnlockParams, UnsubscribeParams, UpdateParams,
@@ -320,7 +320,7 @@ fn finish_value(session: &Session, doc: &Value) -> Result<Arc<str>, RpcError> {
         )));
     }
     let depth = session.hub.config.max_nesting;
-    if nesting_depth(text.as_bytes(), depth) > depth {
+    if deeper_than(text.as_bytes(), depth) {
         return Err(RpcError::invalid_params(format!(
             "the resulting value nests deeper than the limit of {depth}; nothing was changed"
         )));
