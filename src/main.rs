@@ -1,6 +1,7 @@
 //! The `memhub` command line: `memhub serve` runs a hub; `get`, `set`,
 //! `del`, `keys` and `watch` talk to one (see `cli_client`).
 
+mod allocator;
 mod cli_client;
 
 use std::io::IsTerminal;
@@ -237,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve(args) => {
+            allocator::return_large_buffers_to_the_kernel();
             let config = ServerConfig {
                 tokens: args.tokens()?,
                 ..args.config()

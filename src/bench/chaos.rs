@@ -44,8 +44,11 @@
 //!
 //! FAIL when a known key changed or vanished, anything unexpected happened,
 //! the hub stopped answering, its state did not return to the baseline, or
-//! its RSS grew by more than max(32 MiB, 25 %) (64 MiB with `--spawn`,
-//! where the load shares the process). Run it against an otherwise
+//! its RSS grew by more than max(16 MiB, 25 %) (64 MiB with `--spawn`,
+//! where the load shares the process). `memhub serve` keeps large buffers
+//! out of glibc's arenas (`src/allocator.rs`), so a leak-free hub grows by
+//! about 1 MiB over the 60 s soak, and a leak of a few hundred bytes per
+//! connection storm shows. Run it against an otherwise
 //! idle hub: other clients' connections and locks count against the
 //! baseline.
 
@@ -102,13 +105,15 @@ const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 const STRAGGLER_GRACE: Duration = Duration::from_secs(60);
 /// Unexpected errors described in the report.
 const SAMPLES: usize = 20;
-/// RSS growth always allowed for a separate hub process (`--pid`).
-const RSS_SLACK_MIN: u64 = 32 << 20;
+/// RSS growth always allowed for a separate hub process (`--pid`): leak-free
+/// soaks of 60 and 150 s grew by 0.8–1.3 MiB.
+const RSS_SLACK_MIN: u64 = 16 << 20;
 /// RSS growth always allowed with `--spawn`, where the load's own memory
 /// (a 16 KiB buffer pair per connection, storms of connections, big values
 /// in flight) shares the process and the allocator with the hub: a
 /// leak-free 5 s run grew by either about 2 or about 28 MiB, depending on
-/// where the allocator's high-water mark landed, too close to 32 MiB for a
+/// where the allocator's high-water mark landed (this process does not
+/// keep large buffers on mmap as `memhub serve` does), too close to 32 MiB for a
 /// test that must not fail by chance. The leak check proper is the soak
 /// against a separate hub (`just soak`), with the tighter slack.
 const RSS_SLACK_IN_PROCESS: u64 = 64 << 20;

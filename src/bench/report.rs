@@ -187,7 +187,7 @@ pub struct ChaosReport {
     pub rss_after_bytes: Option<u64>,
     /// `rss_after_bytes - rss_before_bytes`.
     pub rss_growth_bytes: Option<i64>,
-    /// The growth allowed: max(32 MiB, 25 % of the RSS before).
+    /// The growth allowed: max(16 MiB, 25 % of the RSS before).
     pub rss_growth_limit_bytes: Option<u64>,
     /// Hub state before the warmup.
     pub baseline: HubState,
