@@ -309,14 +309,13 @@ impl Conn {
                 self.lagged.clear();
                 return Poll::Ready(Ok(()));
             }
-            // The emptied buffers go to the outbox in exchange for the
+            // The emptied buffer goes to the outbox in exchange for the
             // queue: a burst's worth of room is kept, a rare huge batch's
-            // is not (it would stay with the connection for good).
+            // is not (it would stay with the connection for good). The
+            // lagged list needs no such care: it is taken whole, and left
+            // empty without capacity, whenever it holds anything.
             if self.writing.capacity() > KEEP_ITEMS {
                 self.writing = VecDeque::new();
-            }
-            if self.lagged.capacity() > KEEP_ITEMS {
-                self.lagged = Vec::new();
             }
             if !self
                 .outbox

@@ -72,16 +72,14 @@ impl<'de> Visitor<'de> for RequestSeed {
                 })?,
                 Field::Id => once(&mut req.id, "id", || map.next_value())?,
                 Field::Params => {
+                    // A method not known yet (or not decoding) reads the
+                    // params as text, as `Other` does.
                     let method = match &req.method {
                         Some(m) if self.decode_params => m.text().map(Method::from_name),
                         _ => None,
                     };
-                    once(&mut req.params, "params", || match method {
-                        Some(m) => map.next_value_seed(ParamsSeed(m)),
-                        None => map
-                            .next_value::<&RawValue>()
-                            .map(|raw| Params::Text(raw.get())),
-                    })?
+                    let seed = ParamsSeed(method.unwrap_or(Method::Other));
+                    once(&mut req.params, "params", || map.next_value_seed(seed))?
                 }
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;

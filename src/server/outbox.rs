@@ -97,10 +97,7 @@ impl Outbox {
 
     /// Announces pending subscriptions when a frame produced no response.
     pub fn announce(&self) {
-        let mut st = self.state.lock();
-        if !st.pending.is_empty() {
-            self.announce_locked(&mut st);
-        }
+        self.announce_locked(&mut self.state.lock());
     }
 
     /// Marks `sub` pending until the next response is queued (or `announce`).
