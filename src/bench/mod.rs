@@ -416,22 +416,42 @@ pub(crate) async fn open(url: &str) -> anyhow::Result<Ws> {
 
 /// Opens `n` WebSockets, at most 64 handshakes at a time; fails if any fails.
 pub(crate) async fn open_many(url: &str, n: usize) -> anyhow::Result<Vec<Ws>> {
+    let url = std::sync::Arc::new(url.to_string());
+    sixty_four_at_a_time(0..n, "a connecting task", move |_| {
+        let url = url.clone();
+        async move { open(&url).await }
+    })
+    .await
+}
+
+/// Runs `task` for every input as its own tokio task, at most 64 at a time,
+/// and collects the connections they return (in completion order); fails
+/// with the first task's error. `what` names the tasks if one panics.
+async fn sixty_four_at_a_time<I, F, Fut>(
+    inputs: impl IntoIterator<Item = I>,
+    what: &str,
+    task: F,
+) -> anyhow::Result<Vec<Ws>>
+where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Ws>> + Send + 'static,
+{
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let url = url.to_string();
+    for input in inputs {
         let slots = slots.clone();
+        let run = task(input);
         set.spawn(async move {
             let _slot = slots.acquire_owned().await.ok();
-            open(&url).await
+            run.await
         });
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(set.len());
     while let Some(r) = set.join_next().await {
         match r {
             Ok(Ok(ws)) => out.push(ws),
             Ok(Err(e)) => return Err(e),
-            Err(e) => bail!("a connecting task failed: {e}"),
+            Err(e) => bail!("{what} failed: {e}"),
         }
     }
     Ok(out)
@@ -447,13 +467,10 @@ pub(crate) async fn ask_all(
     request: String,
 ) -> anyhow::Result<Vec<Ws>> {
     let request = std::sync::Arc::new(request);
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
-    let mut set = tokio::task::JoinSet::new();
-    for mut ws in conns {
+    let what = format!("a task sending {method}");
+    sixty_four_at_a_time(conns, &what, move |mut ws| {
         let request = request.clone();
-        let slots = slots.clone();
-        set.spawn(async move {
-            let _slot = slots.acquire_owned().await.ok();
+        async move {
             if ws.send(Message::text(request.as_str())).await.is_err() {
                 bail!("the hub closed a connection before it answered {method}");
             }
@@ -474,17 +491,9 @@ pub(crate) async fn ask_all(
                     Err(_) => bail!("no answer to {method} within {RESPONSE_TIMEOUT:?}"),
                 }
             }
-        });
-    }
-    let mut out = Vec::with_capacity(set.len());
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(ws)) => out.push(ws),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => bail!("a task sending {method} failed: {e}"),
         }
-    }
-    Ok(out)
+    })
+    .await
 }
 
 /// When the phases of a run begin and end, and how many measured requests
