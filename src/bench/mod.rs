@@ -2,7 +2,8 @@
 //! `redis-benchmark`.
 //!
 //! Closed-loop clients, spread over tokio tasks, speak raw WebSocket frames
-//! (not [`crate::Client`]) so that the client side is not the bottleneck:
+//! (not [`crate::Client`]; the request/response modes write them straight
+//! on the socket, see `frames.rs`) so that the client side is not the bottleneck:
 //! request texts are built from pre-serialized pieces, responses are matched
 //! by counting (the hub answers each connection in order) and only their first
 //! bytes are looked at. Every connection keeps `pipeline` requests in flight;
@@ -40,6 +41,7 @@
 pub mod chaos;
 mod connect;
 pub mod fanout;
+mod frames;
 mod idle;
 mod progress;
 pub mod redis_fanout;
@@ -701,20 +703,27 @@ pub(crate) enum Reply {
 /// so normally only the bytes after the id are looked at; anything else is
 /// parsed in full.
 pub(crate) fn classify(text: &str) -> Reply {
-    const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
+    classify_bytes(text.as_bytes())
+}
+
+/// [`classify`] for a payload not yet checked for UTF-8 (an invalid one is
+/// an error).
+pub(crate) fn classify_bytes(text: &[u8]) -> Reply {
+    const HEAD: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":";
     if let Some(rest) = text.strip_prefix(HEAD) {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-        if rest.starts_with(",\"result\":") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let rest = &rest[digits..];
+        if rest.starts_with(b",\"result\":") {
             return Reply::Ok;
         }
-        if rest.starts_with(",\"error\":") {
+        if rest.starts_with(b",\"error\":") {
             return Reply::Err;
         }
     }
     classify_slow(text)
 }
 
-fn classify_slow(text: &str) -> Reply {
+fn classify_slow(text: &[u8]) -> Reply {
     #[derive(serde::Deserialize)]
     struct Frame {
         #[serde(default)]
@@ -724,7 +733,7 @@ fn classify_slow(text: &str) -> Reply {
         #[serde(default)]
         result: Option<serde::de::IgnoredAny>,
     }
-    match serde_json::from_str::<Frame>(text) {
+    match serde_json::from_slice::<Frame>(text) {
         Ok(f) if f.method.is_some() && f.result.is_none() && f.error.is_none() => {
             Reply::Notification
         }

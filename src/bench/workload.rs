@@ -2,20 +2,20 @@
 //! `keys`.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::frames::{Incoming, LoadSocket};
 use super::progress::{rate_line, Progress};
 use super::report::{rate, Latency, Report};
 use super::{
-    classify, join_clients, measured_seconds, open_many, BenchConfig, ClientOutcome, Counter, Mode,
-    Plan, Reply, Rng, Ws, RESPONSE_TIMEOUT,
+    classify_bytes, join_clients, measured_seconds, open_many, BenchConfig, ClientOutcome, Counter,
+    Mode, Plan, Reply, Rng, Ws, RESPONSE_TIMEOUT,
 };
 
 const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"";
@@ -60,26 +60,25 @@ impl Templates {
         }
     }
 
-    /// The text of the next request.
-    pub fn next(&self, rng: &mut Rng) -> String {
+    /// Replaces `out` with the text of the next request.
+    pub fn next_into(&self, rng: &mut Rng, out: &mut String) {
         let (head, tail) = match self.mode {
             Mode::Get => &self.get,
             Mode::Mixed if rng.unit() < self.get_ratio => &self.get,
             _ => &self.write,
         };
         let n = rng.below(self.keyspace);
-        let mut s = String::with_capacity(head.len() + 20 + tail.len());
-        s.push_str(head);
-        let _ = write!(s, "{n}");
-        s.push_str(tail);
-        s
+        out.clear();
+        out.push_str(head);
+        out.push_str(itoa::Buffer::new().format(n));
+        out.push_str(tail);
     }
 
     /// An `update` of key `n` (for filling the keyspace).
     fn update_of(&self, n: u64, out: &mut String) {
         let (head, tail) = &self.write;
         out.push_str(head);
-        let _ = write!(out, "{n}");
+        out.push_str(itoa::Buffer::new().format(n));
         out.push_str(tail);
     }
 }
@@ -147,62 +146,48 @@ pub(crate) async fn run(cfg: &BenchConfig, url: &str) -> anyhow::Result<Report> 
 /// One closed-loop client: keeps `pipeline` requests in flight until the plan
 /// says stop, then collects the outstanding answers.
 async fn client(
-    mut ws: Ws,
+    ws: Ws,
     seed: u64,
     plan: Arc<Plan>,
     templates: Arc<Templates>,
     live: Arc<Counter>,
     pipeline: usize,
 ) -> ClientOutcome {
+    let mut sock = LoadSocket::new(ws);
     let mut out = ClientOutcome::new();
     let mut rng = Rng::new(seed);
     let mut inflight: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
+    let mut text = String::new();
     let mut sending = true;
     'run: loop {
-        let mut fed = false;
-        // One clock read per burst: the burst leaves in one flush.
+        // One clock read per burst: the burst leaves in one write.
         let now = Instant::now();
         while sending && inflight.len() < pipeline {
             if !plan.may_send(now) {
                 sending = false;
                 break;
             }
-            if ws
-                .feed(Message::text(templates.next(&mut rng)))
-                .await
-                .is_err()
-            {
-                break 'run;
-            }
+            templates.next_into(&mut rng, &mut text);
+            sock.queue_text(text.as_bytes(), &mut rng);
             inflight.push_back(now);
-            fed = true;
         }
-        if fed && ws.flush().await.is_err() {
+        if sock.flush().await.is_err() {
             break 'run;
         }
         if inflight.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            sock.close().await;
             return out;
         }
-        let msg = match tokio::time::timeout(RESPONSE_TIMEOUT, ws.next()).await {
-            Ok(Some(Ok(m))) => m,
+        match tokio::time::timeout(RESPONSE_TIMEOUT, sock.read_more()).await {
+            Ok(Ok(())) => {}
             _ => break 'run,
-        };
-        if !on_message(msg, &mut inflight, &plan, &mut out, &live) {
-            break 'run;
         }
-        // Take whatever else already arrived before writing again, so that one
-        // flush carries all the replacement requests.
-        while !inflight.is_empty() {
-            match ws.next().now_or_never() {
-                None => break,
-                Some(Some(Ok(m))) => {
-                    if !on_message(m, &mut inflight, &plan, &mut out, &live) {
-                        break 'run;
-                    }
-                }
-                Some(_) => break 'run,
-            }
+        // Everything this read completed arrived at the same instant.
+        let now = Instant::now();
+        let drained =
+            sock.drain(|frame| on_frame(frame, now, &mut inflight, &plan, &mut out, &live));
+        if !matches!(drained, Ok(true)) {
+            break 'run;
         }
     }
     // The connection failed: what was outstanding is lost (at least one error).
@@ -213,23 +198,23 @@ async fn client(
     out
 }
 
-/// Handles one incoming message; false when the connection is done for.
-fn on_message(
-    msg: Message,
+/// Accounts for one frame that arrived at `now`; false when the connection
+/// is done for.
+fn on_frame(
+    frame: Incoming<'_>,
+    now: Instant,
     inflight: &mut VecDeque<Instant>,
     plan: &Plan,
     out: &mut ClientOutcome,
     live: &Counter,
 ) -> bool {
-    let ok = match &msg {
-        Message::Text(t) => match classify(t.as_str()) {
+    let ok = match frame {
+        Incoming::Text(t) => match classify_bytes(t) {
             Reply::Ok => true,
             Reply::Err => false,
             Reply::Notification => return true,
         },
-        Message::Binary(_) => false,
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return true,
-        Message::Close(_) => return false,
+        Incoming::Unexpected => false,
     };
     let Some(sent) = inflight.pop_front() else {
         // An answer nobody asked for.
@@ -237,7 +222,6 @@ fn on_message(
         live.errors.fetch_add(1, Ordering::Relaxed);
         return true;
     };
-    let now = Instant::now();
     if sent >= plan.warm_end {
         out.record(sent, now, ok, live);
     } else if ok {
@@ -344,8 +328,9 @@ mod tests {
             };
             let t = Templates::new(&cfg);
             let mut rng = Rng::new(1);
+            let mut text = String::new();
             for _ in 0..20 {
-                let text = t.next(&mut rng);
+                t.next_into(&mut rng, &mut text);
                 let v: serde_json::Value = match serde_json::from_str(&text) {
                     Ok(v) => v,
                     Err(e) => panic!("{text}: {e}"),
