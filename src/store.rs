@@ -153,14 +153,56 @@ impl Shard {
     }
 
     fn set_deadline(&mut self, key: &str, old: Option<u64>, new: Option<u64>) {
-        if old == new {
-            return;
-        }
-        if let Some(t) = old {
-            self.deadlines.remove(&(t, Key::from(key)));
-        }
-        if let Some(t) = new {
-            self.deadlines.insert((t, Key::from(key)));
+        set_deadline(&mut self.deadlines, key, old, new);
+    }
+}
+
+/// Moves `key`'s entry in a shard's deadline set from `old` to `new`. A free
+/// function so that it can run while an entry of the same shard is borrowed.
+fn set_deadline(
+    deadlines: &mut BTreeSet<(u64, Key)>,
+    key: &str,
+    old: Option<u64>,
+    new: Option<u64>,
+) {
+    if old == new {
+        return;
+    }
+    if let Some(t) = old {
+        deadlines.remove(&(t, Key::from(key)));
+    }
+    if let Some(t) = new {
+        deadlines.insert((t, Key::from(key)));
+    }
+}
+
+/// Fails with the current rev (0 when absent) unless it is the expected one.
+fn check_rev(expected: Option<u64>, have: u64) -> Result<(), StoreError> {
+    match expected {
+        Some(e) if e != have => Err(StoreError::RevMismatch { current: have }),
+        _ => Ok(()),
+    }
+}
+
+/// What a locked shard holds under a key, found with one tree descent.
+enum Slot<'a> {
+    /// A live entry, lent with its shard's deadline set.
+    Live(&'a mut Entry, &'a mut BTreeSet<(u64, Key)>),
+    /// An entry whose expiry (this deadline) has passed: sweep it first.
+    Expired(u64),
+    /// No entry.
+    Absent,
+}
+
+impl Shard {
+    fn slot(&mut self, key: &str) -> Slot<'_> {
+        let Shard { entries, deadlines } = self;
+        match entries.get_mut(key) {
+            None => Slot::Absent,
+            Some(e) => match e.expires_at_ms {
+                Some(t) if now_ms() >= t => Slot::Expired(t),
+                _ => Slot::Live(e, deadlines),
+            },
         }
     }
 }
@@ -266,8 +308,36 @@ impl Store {
         self.pubsub.publish(key, EventKind::Expire, None, rev);
     }
 
-    /// Inserts or replaces `key` in a locked shard and publishes the update.
-    fn write_locked(
+    /// Replaces the live entry `e` of `key` and publishes the update; the
+    /// caller holds the shard's write lock and passes its deadline set.
+    fn overwrite(
+        &self,
+        deadlines: &mut BTreeSet<(u64, Key)>,
+        e: &mut Entry,
+        key: &str,
+        value: Arc<str>,
+        expires_at_ms: Option<u64>,
+    ) -> Written {
+        let rev = self.next_rev();
+        self.pubsub
+            .publish(key, EventKind::Update, Some(&value), rev);
+        let old = std::mem::replace(
+            e,
+            Entry {
+                value,
+                rev,
+                expires_at_ms,
+            },
+        );
+        set_deadline(deadlines, key, old.expires_at_ms, expires_at_ms);
+        Written {
+            rev,
+            created: false,
+        }
+    }
+
+    /// Inserts `key`, absent from the locked shard, and publishes the update.
+    fn insert_new(
         &self,
         shard: &mut Shard,
         key: &str,
@@ -277,27 +347,17 @@ impl Store {
         let rev = self.next_rev();
         self.pubsub
             .publish(key, EventKind::Update, Some(&value), rev);
-        let new = Entry {
-            value,
-            rev,
-            expires_at_ms,
-        };
-        match shard.entries.get_mut(key) {
-            Some(e) => {
-                let old = std::mem::replace(e, new);
-                shard.set_deadline(key, old.expires_at_ms, expires_at_ms);
-                Written {
-                    rev,
-                    created: false,
-                }
-            }
-            None => {
-                shard.entries.insert(key.into(), new);
-                shard.set_deadline(key, None, expires_at_ms);
-                self.len.fetch_add(1, Ordering::Relaxed);
-                Written { rev, created: true }
-            }
-        }
+        shard.entries.insert(
+            key.into(),
+            Entry {
+                value,
+                rev,
+                expires_at_ms,
+            },
+        );
+        shard.set_deadline(key, None, expires_at_ms);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        Written { rev, created: true }
     }
 
     /// Stores `value` under `key` only if the key is absent (then with
@@ -312,12 +372,14 @@ impl Store {
         if let Some(e) = lock.read().live(key, now_ms) {
             return existing(e);
         }
-        let mut shard = lock.write();
-        self.expire_if_due(&mut shard, key);
-        if let Some(e) = shard.entries.get(key) {
-            return existing(e);
+        let mut guard = lock.write();
+        let shard = &mut *guard;
+        match shard.slot(key) {
+            Slot::Live(e, _) => return existing(e),
+            Slot::Expired(t) => self.remove_expired(shard, key, t),
+            Slot::Absent => {}
         }
-        let w = self.write_locked(&mut shard, key, value.clone(), deadline(ttl_ms));
+        let w = self.insert_new(shard, key, value.clone(), deadline(ttl_ms));
         Memoized {
             value,
             rev: w.rev,
@@ -345,15 +407,18 @@ impl Store {
         if_rev: Option<u64>,
         ttl_ms: Option<u64>,
     ) -> Result<Written, StoreError> {
-        let mut shard = self.shard(key).write();
-        self.expire_if_due(&mut shard, key);
-        if let Some(expected) = if_rev {
-            let have = shard.entries.get(key).map_or(0, |e| e.rev);
-            if have != expected {
-                return Err(StoreError::RevMismatch { current: have });
+        let mut guard = self.shard(key).write();
+        let shard = &mut *guard;
+        match shard.slot(key) {
+            Slot::Live(e, deadlines) => {
+                check_rev(if_rev, e.rev)?;
+                return Ok(self.overwrite(deadlines, e, key, value, deadline(ttl_ms)));
             }
+            Slot::Expired(t) => self.remove_expired(shard, key, t),
+            Slot::Absent => {}
         }
-        Ok(self.write_locked(&mut shard, key, value, deadline(ttl_ms)))
+        check_rev(if_rev, 0)?;
+        Ok(self.insert_new(shard, key, value, deadline(ttl_ms)))
     }
 
     /// Computes a key's new value from its current one (`None` when absent)
@@ -367,37 +432,42 @@ impl Store {
         ttl_ms: Option<u64>,
         op: impl FnOnce(Option<&str>) -> Result<Arc<str>, E>,
     ) -> Result<(Arc<str>, Written), ModifyError<E>> {
-        let mut shard = self.shard(key).write();
-        self.expire_if_due(&mut shard, key);
-        let current = shard.entries.get(key);
-        if let Some(expected) = if_rev {
-            let have = current.map_or(0, |e| e.rev);
-            if have != expected {
-                return Err(ModifyError::Store(StoreError::RevMismatch {
-                    current: have,
-                }));
+        let mut guard = self.shard(key).write();
+        let shard = &mut *guard;
+        match shard.slot(key) {
+            Slot::Live(e, deadlines) => {
+                check_rev(if_rev, e.rev).map_err(ModifyError::Store)?;
+                let expires = match ttl_ms {
+                    Some(_) => deadline(ttl_ms),
+                    None => e.expires_at_ms,
+                };
+                let value = op(Some(&e.value)).map_err(ModifyError::Op)?;
+                let w = self.overwrite(deadlines, e, key, value.clone(), expires);
+                return Ok((value, w));
             }
+            Slot::Expired(t) => self.remove_expired(shard, key, t),
+            Slot::Absent => {}
         }
-        let expires = match ttl_ms {
-            Some(_) => deadline(ttl_ms),
-            None => current.and_then(|e| e.expires_at_ms),
-        };
-        let value = op(current.map(|e| &*e.value)).map_err(ModifyError::Op)?;
-        let w = self.write_locked(&mut shard, key, value.clone(), expires);
+        check_rev(if_rev, 0).map_err(ModifyError::Store)?;
+        let value = op(None).map_err(ModifyError::Op)?;
+        let w = self.insert_new(shard, key, value.clone(), deadline(ttl_ms));
         Ok((value, w))
     }
 
     /// Deletes the key; with `if_rev`, only if its rev equals it. Returns the
     /// deletion's rev.
     pub fn delete(&self, key: &str, if_rev: Option<u64>) -> Result<u64, StoreError> {
-        let mut shard = self.shard(key).write();
-        self.expire_if_due(&mut shard, key);
-        let have = shard.entries.get(key).map_or(0, |e| e.rev);
-        if let Some(expected) = if_rev {
-            if have != expected {
-                return Err(StoreError::RevMismatch { current: have });
+        let mut guard = self.shard(key).write();
+        let shard = &mut *guard;
+        let have = match shard.slot(key) {
+            Slot::Live(e, _) => e.rev,
+            Slot::Expired(t) => {
+                self.remove_expired(shard, key, t);
+                0
             }
-        }
+            Slot::Absent => 0,
+        };
+        check_rev(if_rev, have)?;
         let Some(old) = shard.entries.remove(key) else {
             return Err(StoreError::NotFound);
         };
