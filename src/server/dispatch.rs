@@ -14,10 +14,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 
+use super::canonical::{self, Call, Canonical};
 use super::methods::{self, Method, Params, ParamsSeed};
 use super::session::Session;
 use crate::jsontext::{deeper_than, from_str_prechecked, from_str_prechecked_seed};
-use crate::protocol::RpcError;
+use crate::protocol::{KeyParams, RpcError, UpdateParams};
 
 /// The members of a request object. `id` is kept raw, so that its
 /// presence and type can be judged separately (absent vs `null` matters)
@@ -233,6 +234,9 @@ pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
 }
 
 fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
+    if let Some(req) = canonical::recognize(text).and_then(from_canonical) {
+        return Ok(req);
+    }
     // Anything but an object is not a request (serde would also read an
     // array positionally into the struct); bad syntax is still -32700.
     if !text.trim_start().starts_with('{') {
@@ -261,6 +265,36 @@ fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
             None => RpcError::invalid_request(e),
         },
         _ => RpcError::parse_error(e),
+    })
+}
+
+/// A request recognized by [`canonical`], as the serde pass would have read
+/// it; `None` if its value is not one JSON value (the serde pass then
+/// reports why).
+fn from_canonical(c: Canonical<'_>) -> Option<RawRequest<'_>> {
+    let id: &RawValue = serde_json::from_str(c.id).ok()?;
+    let (method, params) = match c.call {
+        Call::Get { key } => (
+            "get",
+            Params::Get(KeyParams {
+                key: Cow::Borrowed(key),
+            }),
+        ),
+        Call::Update { key, value } => (
+            "update",
+            Params::Update(UpdateParams {
+                key: Cow::Borrowed(key),
+                value: serde_json::from_str(value).ok()?,
+                ttl_ms: None,
+                if_rev: None,
+            }),
+        ),
+    };
+    Some(RawRequest {
+        jsonrpc: Some(Member::Text(Cow::Borrowed("2.0"))),
+        method: Some(Member::Text(Cow::Borrowed(method))),
+        params: Some(params),
+        id: Some(id),
     })
 }
 
@@ -443,4 +477,98 @@ pub fn binary_frame_error() -> String {
             "binary frames are not accepted; send each JSON-RPC message as a text frame",
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a parsed request holds, as comparable text.
+    fn describe(r: &RawRequest<'_>) -> String {
+        let member = |m: &Option<Member<'_>>| match m {
+            None => "absent".to_string(),
+            Some(m) => format!("{:?}", m.text()),
+        };
+        let params = match &r.params {
+            None => "absent".to_string(),
+            Some(Params::Text(t)) => format!("text {t}"),
+            Some(Params::Get(p)) => format!("get {:?}", p.key),
+            Some(Params::Update(p)) => format!(
+                "update {:?} {} {:?} {:?}",
+                p.key,
+                p.value.get(),
+                p.ttl_ms,
+                p.if_rev
+            ),
+        };
+        format!(
+            "jsonrpc {} method {} id {:?} params {params}",
+            member(&r.jsonrpc),
+            member(&r.method),
+            r.id.map(RawValue::get)
+        )
+    }
+
+    fn serde_pass(text: &str) -> Option<String> {
+        let seed = RequestSeed {
+            decode_params: true,
+        };
+        from_str_prechecked_seed(text, seed)
+            .ok()
+            .map(|r| describe(&r))
+    }
+
+    fn value_text() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        let json = leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z}\"]{0,3}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop_oneof![
+            4 => json.prop_map(|v| v.to_string()),
+            // Texts that only look like a value's end.
+            1 => prop::sample::select(vec![
+                "1}}", "1,\"ttl_ms\":5", "{\"a\":1}}", " 1", "1 ", "", "[1,", "\"x\"}", "nul",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the canonical recognizer accepts, serde_json reads the
+        /// same way; and the shape our clients send is accepted.
+        #[test]
+        fn the_canonical_path_reads_what_serde_reads(
+            id in prop_oneof![any::<u64>().prop_map(|n| n.to_string()), "-?0[0-9]{0,2}|[0-9]{1,25}"],
+            key in prop_oneof![".{0,12}", "[a-z:/]{1,12}"],
+            update in any::<bool>(),
+            value in value_text(),
+        ) {
+            let quoted = serde_json::Value::from(key.as_str()).to_string();
+            let text = if update {
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"update","params":{{"key":{quoted},"value":{value}}}}}"#)
+            } else {
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"get","params":{{"key":{quoted}}}}}"#)
+            };
+            let fast = canonical::recognize(&text).and_then(from_canonical).map(|r| describe(&r));
+            if let Some(fast) = &fast {
+                prop_assert_eq!(Some(fast.clone()), serde_pass(&text), "{}", text);
+            }
+            let plain_key = quoted.len() == key.len() + 2 && !key.chars().any(char::is_control);
+            let plain_id = id == "0" || (!id.starts_with('0') && !id.starts_with('-'));
+            let whole_value = serde_json::from_str::<&RawValue>(&value).is_ok_and(|v| v.get() == value);
+            if plain_key && plain_id && (!update || whole_value) {
+                prop_assert!(fast.is_some(), "not recognized: {}", text);
+            }
+        }
+    }
 }

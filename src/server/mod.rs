@@ -9,6 +9,7 @@
 mod admission;
 mod assets;
 mod auth;
+mod canonical;
 mod config;
 mod connection;
 mod dispatch;
