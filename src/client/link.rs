@@ -225,8 +225,7 @@ impl Link {
     ) -> Result<Value> {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, Pending { tx, sub });
-        let text =
-            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        let text = request_text(Some(id), method, &params);
         if !self.is_alive() || self.out.send(Message::text(text)).is_err() {
             self.pending.lock().remove(&id);
             return Err(Error::Connection("not connected to the hub".into()));
@@ -243,7 +242,7 @@ impl Link {
 
     /// Sends a notification (no answer expected).
     pub(crate) fn notify(&self, method: &str, params: Value) {
-        let text = json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string();
+        let text = request_text(None, method, &params);
         let _ = self.out.send(Message::text(text));
     }
 
@@ -252,5 +251,47 @@ impl Link {
         if self.routes.lock().remove(&sub).is_some() && self.is_alive() {
             self.notify("unsubscribe", json!({ "sub": sub }));
         }
+    }
+}
+
+/// A request's (or, without `id`, a notification's) text with its members
+/// in the order `jsonrpc`, `id`, `method`, `params`: the shape the hub
+/// recognizes without its general JSON pass (`server/canonical.rs`).
+fn request_text(id: Option<u64>, method: &str, params: &Value) -> String {
+    let mut text = String::from(r#"{"jsonrpc":"2.0","#);
+    if let Some(id) = id {
+        text.push_str(r#""id":"#);
+        text.push_str(itoa::Buffer::new().format(id));
+        text.push(',');
+    }
+    text.push_str(r#""method":"#);
+    text.push_str(&Value::from(method).to_string());
+    text.push_str(r#","params":"#);
+    text.push_str(&params.to_string());
+    text.push('}');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_written_in_the_canonical_member_order() {
+        let params = json!({"key": "a\"b"});
+        assert_eq!(
+            request_text(Some(7), "get", &params),
+            r#"{"jsonrpc":"2.0","id":7,"method":"get","params":{"key":"a\"b"}}"#
+        );
+        assert_eq!(
+            request_text(None, "unsubscribe", &json!({"sub": 3})),
+            r#"{"jsonrpc":"2.0","method":"unsubscribe","params":{"sub":3}}"#
+        );
+        let parsed: Value =
+            serde_json::from_str(&request_text(Some(1), "m\"x", &params)).unwrap_or_default();
+        assert_eq!(
+            parsed,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "m\"x", "params": params})
+        );
     }
 }
