@@ -37,10 +37,24 @@ pub(super) enum Call<'a> {
     Update { key: &'a str, value: &'a str },
 }
 
+use crate::jsontext::deeper_than;
+
 const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
 const GET: &str = r#","method":"get","params":{"key":""#;
 const UPDATE: &str = r#","method":"update","params":{"key":""#;
 const VALUE: &str = r#"","value":"#;
+
+impl Canonical<'_> {
+    /// True if the whole frame nests no deeper than `max_depth`: the shape
+    /// itself is two objects deep, around the value's own depth.
+    pub fn nests_within(&self, max_depth: usize) -> bool {
+        match (self.call, max_depth.checked_sub(2)) {
+            (_, None) => false,
+            (Call::Get { .. }, Some(_)) => true,
+            (Call::Update { value, .. }, Some(left)) => !deeper_than(value.as_bytes(), left),
+        }
+    }
+}
 
 /// The parts of `text` if it is a `get` or `update` in the canonical shape.
 pub(super) fn recognize(text: &str) -> Option<Canonical<'_>> {

@@ -20,9 +20,10 @@ use super::session::Session;
 use crate::jsontext::{deeper_than, from_str_prechecked, from_str_prechecked_seed};
 use crate::protocol::{KeyParams, RpcError, UpdateParams};
 
-/// The members of a request object. `id` is kept raw, so that its
-/// presence and type can be judged separately (absent vs `null` matters)
-/// and it is echoed byte for byte; `jsonrpc` and `method` are read as
+/// The members of a request object. `id` is kept as its JSON text (read
+/// as a `RawValue` by serde, or the digits the canonical path found), so
+/// that its presence and type can be judged separately (absent vs `null`
+/// matters) and it is echoed byte for byte; `jsonrpc` and `method` are read as
 /// whatever JSON they hold ([`Member`]), which costs a fraction of keeping
 /// them raw and parsing them again; `params` is read by [`ParamsSeed`] when
 /// the method came first (the usual order) and kept as text otherwise.
@@ -30,7 +31,7 @@ struct RawRequest<'a> {
     jsonrpc: Option<Member<'a>>,
     method: Option<Member<'a>>,
     params: Option<Params<'a>>,
-    id: Option<&'a RawValue>,
+    id: Option<&'a str>,
 }
 
 /// Reads a request object. With `decode_params`, the params of a method
@@ -71,7 +72,9 @@ impl<'de> Visitor<'de> for RequestSeed {
                 Field::Method => once(&mut req.method, "method", || {
                     map.next_value_seed(MemberSeed)
                 })?,
-                Field::Id => once(&mut req.id, "id", || map.next_value())?,
+                Field::Id => once(&mut req.id, "id", || {
+                    map.next_value::<&RawValue>().map(RawValue::get)
+                })?,
                 Field::Params => {
                     // A method not known yet (or not decoding) reads the
                     // params as text, as `Other` does.
@@ -211,6 +214,11 @@ const NULL_ID: &str = "null";
 /// frame consisted only of notifications.
 pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
     let max_depth = session.hub.config.max_nesting;
+    // The canonical shape knows its own depth: no scan of the whole frame.
+    let canonical = canonical::recognize(text).filter(|c| c.nests_within(max_depth));
+    if let Some(req) = canonical.and_then(from_canonical) {
+        return handle_request(session, req).await;
+    }
     if deeper_than(text.as_bytes(), max_depth) {
         session.hub.metrics.request(Method::Other, false);
         return Some(error_response(
@@ -223,7 +231,7 @@ pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
     if text.trim_start().starts_with('[') {
         handle_batch(session, text).await
     } else {
-        match parse(text) {
+        match parse_general(text) {
             Ok(req) => handle_request(session, req).await,
             Err(err) => {
                 session.hub.metrics.request(Method::Other, false);
@@ -233,10 +241,18 @@ pub async fn handle_frame(session: &mut Session, text: &str) -> Option<String> {
     }
 }
 
+/// Reads one request (a batch member): the canonical shape when it is
+/// one, else the general pass.
 fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
-    if let Some(req) = canonical::recognize(text).and_then(from_canonical) {
-        return Ok(req);
+    match canonical::recognize(text).and_then(from_canonical) {
+        Some(req) => Ok(req),
+        None => parse_general(text),
     }
+}
+
+/// [`parse`] without the canonical shortcut: serde_json's pass over the
+/// envelope, which owns every error.
+fn parse_general(text: &str) -> Result<RawRequest<'_>, RpcError> {
     // Anything but an object is not a request (serde would also read an
     // array positionally into the struct); bad syntax is still -32700.
     if !text.trim_start().starts_with('{') {
@@ -272,7 +288,6 @@ fn parse(text: &str) -> Result<RawRequest<'_>, RpcError> {
 /// it; `None` if its value is not one JSON value (the serde pass then
 /// reports why).
 fn from_canonical(c: Canonical<'_>) -> Option<RawRequest<'_>> {
-    let id: &RawValue = serde_json::from_str(c.id).ok()?;
     let (method, params) = match c.call {
         Call::Get { key } => (
             "get",
@@ -294,7 +309,7 @@ fn from_canonical(c: Canonical<'_>) -> Option<RawRequest<'_>> {
         jsonrpc: Some(Member::Text(Cow::Borrowed("2.0"))),
         method: Some(Member::Text(Cow::Borrowed(method))),
         params: Some(params),
-        id: Some(id),
+        id: Some(c.id),
     })
 }
 
@@ -381,10 +396,10 @@ fn not_run(session: &Session, req: &RawRequest<'_>, held: usize, budget: usize) 
 }
 
 /// The id's text, to echo in the response, if it is a string, a number or
-/// `null` (serde has already checked that it is well-formed JSON).
-fn echoable_id(raw: &RawValue) -> Option<&str> {
-    match raw.get().as_bytes().first() {
-        Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(raw.get()),
+/// `null` (it is already known to be well-formed JSON).
+fn echoable_id(raw: &str) -> Option<&str> {
+    match raw.as_bytes().first() {
+        Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(raw),
         _ => None,
     }
 }
@@ -506,7 +521,7 @@ mod tests {
             "jsonrpc {} method {} id {:?} params {params}",
             member(&r.jsonrpc),
             member(&r.method),
-            r.id.map(RawValue::get)
+            r.id
         )
     }
 
@@ -552,6 +567,7 @@ mod tests {
             key in prop_oneof![".{0,12}", "[a-z:/]{1,12}"],
             update in any::<bool>(),
             value in value_text(),
+            max_depth in 0usize..6,
         ) {
             let quoted = serde_json::Value::from(key.as_str()).to_string();
             let text = if update {
@@ -559,6 +575,13 @@ mod tests {
             } else {
                 format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"get","params":{{"key":{quoted}}}}}"#)
             };
+            if let Some(c) = canonical::recognize(&text) {
+                prop_assert_eq!(
+                    c.nests_within(max_depth),
+                    !deeper_than(text.as_bytes(), max_depth),
+                    "depth limit {}: {}", max_depth, text
+                );
+            }
             let fast = canonical::recognize(&text).and_then(from_canonical).map(|r| describe(&r));
             if let Some(fast) = &fast {
                 prop_assert_eq!(Some(fast.clone()), serde_pass(&text), "{}", text);
