@@ -288,16 +288,9 @@ impl Store {
     /// Removes `key` if its expiry has passed, emitting its `expire` event,
     /// so that a write sees the key as absent. Caller holds the write lock.
     fn expire_if_due(&self, shard: &mut Shard, key: &str) {
-        let Some(e) = shard.entries.get(key) else {
-            return;
-        };
-        let Some(t) = e.expires_at_ms else {
-            return;
-        };
-        if now_ms() < t {
-            return;
+        if let Slot::Expired(t) = shard.slot(key) {
+            self.remove_expired(shard, key, t);
         }
-        self.remove_expired(shard, key, t);
     }
 
     fn remove_expired(&self, shard: &mut Shard, key: &str, deadline: u64) {
@@ -306,6 +299,19 @@ impl Store {
         self.len.fetch_sub(1, Ordering::Relaxed);
         let rev = self.next_rev();
         self.pubsub.publish(key, EventKind::Expire, None, rev);
+    }
+
+    /// The entry a write of `key` stores: it takes the next rev and
+    /// publishes the update (the caller holds the key's shard write lock).
+    fn stamp(&self, key: &str, value: Arc<str>, expires_at_ms: Option<u64>) -> Entry {
+        let rev = self.next_rev();
+        self.pubsub
+            .publish(key, EventKind::Update, Some(&value), rev);
+        Entry {
+            value,
+            rev,
+            expires_at_ms,
+        }
     }
 
     /// Replaces the live entry `e` of `key` and publishes the update; the
@@ -318,17 +324,9 @@ impl Store {
         value: Arc<str>,
         expires_at_ms: Option<u64>,
     ) -> Written {
-        let rev = self.next_rev();
-        self.pubsub
-            .publish(key, EventKind::Update, Some(&value), rev);
-        let old = std::mem::replace(
-            e,
-            Entry {
-                value,
-                rev,
-                expires_at_ms,
-            },
-        );
+        let new = self.stamp(key, value, expires_at_ms);
+        let rev = new.rev;
+        let old = std::mem::replace(e, new);
         set_deadline(deadlines, key, old.expires_at_ms, expires_at_ms);
         Written {
             rev,
@@ -344,17 +342,9 @@ impl Store {
         value: Arc<str>,
         expires_at_ms: Option<u64>,
     ) -> Written {
-        let rev = self.next_rev();
-        self.pubsub
-            .publish(key, EventKind::Update, Some(&value), rev);
-        shard.entries.insert(
-            key.into(),
-            Entry {
-                value,
-                rev,
-                expires_at_ms,
-            },
-        );
+        let new = self.stamp(key, value, expires_at_ms);
+        let rev = new.rev;
+        shard.entries.insert(key.into(), new);
         shard.set_deadline(key, None, expires_at_ms);
         self.len.fetch_add(1, Ordering::Relaxed);
         Written { rev, created: true }
