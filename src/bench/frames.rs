@@ -88,11 +88,7 @@ impl LoadSocket {
     /// Queues one text frame, masked with a fresh key from `rng`.
     pub fn queue_text(&mut self, text: &[u8], rng: &mut Rng) {
         let mask = (rng.next_u64() as u32).to_ne_bytes();
-        self.queue(OpCode::Data(Data::Text), text, mask);
-    }
-
-    fn queue(&mut self, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
-        encode(&mut self.out, opcode, payload, mask);
+        encode(&mut self.out, OpCode::Data(Data::Text), text, mask);
     }
 
     /// Writes everything queued.
@@ -124,17 +120,14 @@ impl LoadSocket {
     }
 
     /// Hands every complete frame read so far to `on_frame`, answers pings,
-    /// and keeps a partial frame for the next read. Stops early when
-    /// `on_frame` returns false; fails on a close frame or bad framing.
-    pub fn drain(
-        &mut self,
-        mut on_frame: impl FnMut(Incoming<'_>) -> bool,
-    ) -> anyhow::Result<bool> {
+    /// and keeps a partial frame for the next read; fails on a close frame
+    /// or bad framing.
+    pub fn drain(&mut self, mut on_frame: impl FnMut(Incoming<'_>)) -> anyhow::Result<()> {
         loop {
             let unread = &self.input[self.start..];
             let mut cursor = Cursor::new(unread);
             let Some((header, len)) = FrameHeader::parse(&mut cursor)? else {
-                return Ok(true);
+                return Ok(());
             };
             if len > MAX_FRAME {
                 bail!("the hub sent a frame of {len} bytes");
@@ -142,11 +135,11 @@ impl LoadSocket {
             let head = cursor.position() as usize;
             let len = len as usize;
             if unread.len() < head + len {
-                return Ok(true);
+                return Ok(());
             }
             let payload = self.start + head..self.start + head + len;
             self.start = payload.end;
-            let go_on = match header.opcode {
+            match header.opcode {
                 OpCode::Data(Data::Text) if header.is_final => {
                     on_frame(Incoming::Text(&self.input[payload]))
                 }
@@ -158,17 +151,13 @@ impl LoadSocket {
                         &self.input[payload],
                         mask,
                     );
-                    true
                 }
-                OpCode::Control(Control::Pong) => true,
+                OpCode::Control(Control::Pong) => {}
                 OpCode::Control(Control::Close) => {
                     self.closed = true;
                     bail!("the hub closed the connection");
                 }
                 _ => on_frame(Incoming::Unexpected),
-            };
-            if !go_on {
-                return Ok(false);
             }
         }
     }
@@ -176,11 +165,16 @@ impl LoadSocket {
     /// Sends a close frame and waits (briefly) for the hub's.
     pub async fn close(mut self) {
         self.out.clear();
-        self.queue(OpCode::Control(Control::Close), &[], [0, 0, 0, 0]);
+        encode(
+            &mut self.out,
+            OpCode::Control(Control::Close),
+            &[],
+            [0, 0, 0, 0],
+        );
         let _ = self.flush().await;
         let wait = async {
             while self.read_more().await.is_ok() {
-                if self.drain(|_| true).is_err() {
+                if self.drain(|_| {}).is_err() {
                     break;
                 }
             }
@@ -251,7 +245,7 @@ mod tests {
         peer.write_all(a).await?;
         let mut texts: Vec<Vec<u8>> = Vec::new();
         sock.read_more().await?;
-        assert!(sock.drain(|f| panic!("half a frame surfaced: {f:?}"))?);
+        sock.drain(|f| panic!("half a frame surfaced: {f:?}"))?;
         let mut rest = b.to_vec();
         rest.extend(server_frame(OpCode::Control(Control::Ping), b"hi"));
         rest.extend(server_frame(OpCode::Data(Data::Text), b"second"));
@@ -262,7 +256,6 @@ mod tests {
                 if let Incoming::Text(t) = f {
                     texts.push(t.to_vec());
                 }
-                true
             })?;
         }
         assert_eq!(texts, vec![b"{\"a\":1}".to_vec(), b"second".to_vec()]);
@@ -280,7 +273,7 @@ mod tests {
         peer.write_all(&server_frame(OpCode::Control(Control::Close), b""))
             .await?;
         sock.read_more().await?;
-        assert!(sock.drain(|_| true).is_err());
+        assert!(sock.drain(|_| {}).is_err());
         assert!(sock.read_more().await.is_err());
         Ok(())
     }

@@ -186,7 +186,7 @@ async fn client(
         let now = Instant::now();
         let drained =
             sock.drain(|frame| on_frame(frame, now, &mut inflight, &plan, &mut out, &live));
-        if !matches!(drained, Ok(true)) {
+        if drained.is_err() {
             break 'run;
         }
     }
@@ -198,8 +198,7 @@ async fn client(
     out
 }
 
-/// Accounts for one frame that arrived at `now`; false when the connection
-/// is done for.
+/// Accounts for one frame that arrived at `now`.
 fn on_frame(
     frame: Incoming<'_>,
     now: Instant,
@@ -207,12 +206,12 @@ fn on_frame(
     plan: &Plan,
     out: &mut ClientOutcome,
     live: &Counter,
-) -> bool {
+) {
     let ok = match frame {
         Incoming::Text(t) => match classify_bytes(t) {
             Reply::Ok => true,
             Reply::Err => false,
-            Reply::Notification => return true,
+            Reply::Notification => return,
         },
         Incoming::Unexpected => false,
     };
@@ -220,14 +219,13 @@ fn on_frame(
         // An answer nobody asked for.
         out.errors += 1;
         live.errors.fetch_add(1, Ordering::Relaxed);
-        return true;
+        return;
     };
     if sent >= plan.warm_end {
         out.record(sent, now, ok, live);
     } else if ok {
         live.ops.fetch_add(1, Ordering::Relaxed);
     }
-    true
 }
 
 /// Writes every key of the keyspace once (batches of 200 over 4 connections),

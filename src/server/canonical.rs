@@ -19,6 +19,8 @@
 //! request with other spacing, member order, escapes or extra params,
 //! returns `None` and takes the general path, which owns every error.
 
+use crate::jsontext::deeper_than;
+
 /// The parts of a recognized request, borrowed from its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Canonical<'a> {
@@ -36,8 +38,6 @@ pub(super) enum Call<'a> {
     /// `update` of a key with a value's text, not yet checked to be JSON.
     Update { key: &'a str, value: &'a str },
 }
-
-use crate::jsontext::deeper_than;
 
 const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
 const GET: &str = r#","method":"get","params":{"key":""#;
