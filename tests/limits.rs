@@ -340,6 +340,11 @@ async fn message_over_limit_closes_with_1009_and_disturbs_nobody() {
     a.send_text(over).await;
     let close = expect_close(&mut a).await;
     assert_eq!(close.code, CloseCode::Size, "close code 1009: {close:?}");
+    assert_eq!(
+        close.reason.as_str(),
+        "max length: 1024",
+        "the limit is named"
+    );
     drop(a);
 
     // The other connection and the stored data are untouched.
@@ -407,6 +412,11 @@ async fn message_limit_applies_to_whole_fragmented_messages() {
     let close = expect_close(&mut a).await;
     assert_eq!(close.code, CloseCode::Size, "close code 1009: {close:?}");
     assert_eq!(
+        close.reason.as_str(),
+        "max length: 1024",
+        "the limit is named"
+    );
+    assert_eq!(
         b.call("is_memoized", json!({"key": "frag2"})).await,
         json!(false)
     );
@@ -464,6 +474,56 @@ async fn message_over_default_limit_closes_with_1009() {
     assert_eq!(
         b.call("is_memoized", json!({"key": "huge"})).await,
         json!(false)
+    );
+}
+
+/// Breaking the WebSocket protocol itself (not JSON-RPC) fails the
+/// connection as RFC 6455 requires, with the close code that names the
+/// violation; other connections and the stored data are untouched.
+#[tokio::test]
+async fn websocket_protocol_violations_close_with_their_rfc_codes() {
+    use tokio::io::AsyncWriteExt;
+    let hub = TestHub::start().await;
+    let mut b = hub.client().await;
+    b.call("update", json!({"key": "keep", "value": 1})).await;
+
+    // A text frame that is not UTF-8: 1007.
+    let mut a = hub.client().await;
+    let frame = Frame::message(vec![b'"', 0xff, 0xfe, b'"'], OpCode::Data(Data::Text), true);
+    a.ws.send(Message::Frame(frame)).await.expect("send frame");
+    let close = expect_close(&mut a).await;
+    assert_eq!(close.code, CloseCode::Invalid, "close code 1007: {close:?}");
+
+    // A client frame without a mask: 1002.
+    let mut a = hub.client().await;
+    let MaybeTlsStream::Plain(tcp) = a.ws.get_mut() else {
+        panic!("the test hub speaks plain WebSocket");
+    };
+    tcp.write_all(&[0x81, 0x02, b'{', b'}'])
+        .await
+        .expect("write an unmasked frame");
+    let close = expect_close(&mut a).await;
+    assert_eq!(
+        close.code,
+        CloseCode::Protocol,
+        "close code 1002: {close:?}"
+    );
+
+    // A continuation frame with no message to continue: 1002.
+    let mut a = hub.client().await;
+    let frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Continue), true);
+    a.ws.send(Message::Frame(frame)).await.expect("send frame");
+    let close = expect_close(&mut a).await;
+    assert_eq!(
+        close.code,
+        CloseCode::Protocol,
+        "close code 1002: {close:?}"
+    );
+
+    assert_usable(&mut b).await;
+    assert_eq!(
+        b.call("get", json!({"key": "keep"})).await["value"],
+        json!(1)
     );
 }
 

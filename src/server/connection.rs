@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum_tws::{CloseCode, Error as WsError, Message, WebSocket, WebSocketError};
+use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Interval, Sleep};
@@ -173,27 +174,27 @@ impl Conn {
                     Err(why) => return why,
                 },
             };
-            let reply = match msg {
-                Message::Text(text) => {
-                    self.hub.metrics.bytes_in.inc_by(text.len() as u64);
-                    // Built in place and lent pinned: moved into `run_frame`
-                    // by value, the frame's future (large: it can hold a
-                    // lock wait) was copied on every request.
-                    let frame = pin!(handle_frame(session, text.as_str()));
-                    match self.run_frame(frame).await {
-                        Ok(reply) => reply,
-                        Err(why) => return why,
-                    }
+            let reply = if let Some(text) = msg.as_text() {
+                self.hub.metrics.bytes_in.inc_by(text.len() as u64);
+                // Built in place and lent pinned: moved into `run_frame`
+                // by value, the frame's future (large: it can hold a
+                // lock wait) was copied on every request.
+                let frame = pin!(handle_frame(session, text));
+                match self.run_frame(frame).await {
+                    Ok(reply) => reply,
+                    Err(why) => return why,
                 }
-                Message::Binary(bin) => {
-                    self.hub.metrics.bytes_in.inc_by(bin.len() as u64);
-                    self.hub
-                        .metrics
-                        .request(super::methods::Method::Other, false);
-                    Some(binary_frame_error())
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                Message::Close(_) => return "closed by peer",
+            } else if msg.is_binary() {
+                let len = msg.as_payload().len();
+                self.hub.metrics.bytes_in.inc_by(len as u64);
+                self.hub
+                    .metrics
+                    .request(super::methods::Method::Other, false);
+                Some(binary_frame_error())
+            } else if msg.is_close() {
+                return "closed by peer";
+            } else {
+                continue;
             };
             match reply {
                 Some(resp) => {
@@ -296,7 +297,14 @@ impl Conn {
                         continue;
                     }
                 };
-                self.ws.start_send_unpin(msg).map_err(|_| WRITE_FAILED)?;
+                match self.ws.start_send_unpin(msg) {
+                    Ok(()) => {}
+                    // The socket answered a protocol violation or an
+                    // oversized frame with a close frame of its own: nothing
+                    // may follow it, and `finish` flushes it.
+                    Err(WebSocketError::Internal(WsError::AlreadyClosed)) => self.closing = true,
+                    Err(_) => return Poll::Ready(Err(WRITE_FAILED)),
+                }
                 self.unflushed = true;
             }
             if self.unflushed {
@@ -333,7 +341,7 @@ impl Conn {
         match item {
             Outgoing::Frame(text) => {
                 m.bytes_out.inc_by(text.len() as u64);
-                Some(Message::Text(text))
+                Some(Message::text(text))
             }
             Outgoing::Event(sub, ev) => {
                 if !sub.live.load(Ordering::Relaxed) {
@@ -350,25 +358,22 @@ impl Conn {
                 }
                 let frame = self.event_frame(&sub, &ev);
                 m.bytes_out.inc_by(frame.len() as u64);
-                Some(Message::Text(frame))
+                Some(Message::text(frame))
             }
-            Outgoing::Ping => Some(Message::Ping(Default::default())),
+            Outgoing::Ping => Some(Message::ping(Bytes::new())),
             Outgoing::Close(code, reason) => {
                 self.closing = true;
-                Some(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                })))
+                Some(Message::close(CloseCode::try_from(code).ok(), &reason))
             }
         }
     }
 
     /// One event's frame for `sub`, counted as an event sent (its bytes
     /// are counted where it is written).
-    fn event_frame(&self, sub: &Subscription, ev: &Event) -> Utf8Bytes {
+    fn event_frame(&self, sub: &Subscription, ev: &Event) -> Bytes {
         let frame = ev.frame(sub.id);
         self.hub.metrics.events_sent.inc();
-        Utf8Bytes::from(frame)
+        Bytes::from(frame)
     }
 
     /// Queues, for writing next, the news that `sub` fell behind and, for
@@ -424,14 +429,10 @@ impl Conn {
                     && self.backlog_bytes < self.hub.config.max_message_bytes;
                 match ready!(self.poll_io(cx, room)) {
                     Err(why) => return Poll::Ready(Err(why)),
-                    Ok(Message::Close(_)) => return Poll::Ready(Err("closed by peer")),
-                    Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                    Ok(m) if m.is_close() => return Poll::Ready(Err("closed by peer")),
+                    Ok(m) if m.is_ping() || m.is_pong() => {}
                     Ok(m) => {
-                        let len = match &m {
-                            Message::Text(t) => t.len(),
-                            Message::Binary(b) => b.len(),
-                            _ => 0,
-                        };
+                        let len = m.as_payload().len();
                         self.backlog_bytes += len;
                         self.backlog.push_back((m, len));
                     }
@@ -446,7 +447,7 @@ impl Conn {
     /// its responses is not read either, and is dropped once it took no
     /// bytes for `slow_client_timeout`.
     async fn respond(&mut self, resp: String) -> Result<(), &'static str> {
-        let mut resp = Some(Utf8Bytes::from(resp));
+        let mut resp = Some(Bytes::from(resp));
         poll_fn(|cx| {
             let mut wrote = false;
             loop {
@@ -502,7 +503,7 @@ impl Conn {
     /// closes the connection with 1009.
     fn heard(
         &mut self,
-        msg: Option<Result<Message, axum::Error>>,
+        msg: Option<Result<Message, WebSocketError>>,
     ) -> Result<Message, &'static str> {
         match msg {
             None => Err("closed by peer"),
@@ -510,19 +511,18 @@ impl Conn {
                 self.quiet_ticks = 0;
                 Ok(m)
             }
-            Some(Err(e)) if is_too_big(&e) => {
-                self.outbox.close_with(CLOSE_TOO_BIG, "message too big");
+            // A frame over the limit has the socket queue a 1009 close
+            // itself; a message over it (frames each within) does not, and
+            // gets ours, worded the same. The first one queued is sent.
+            Some(Err(WebSocketError::Internal(WsError::PayloadTooLong { max_len, .. }))) => {
+                self.outbox
+                    .close_with(CLOSE_TOO_BIG, format!("max length: {max_len}"));
                 Err("message over the size limit")
             }
-            Some(Err(_)) => Err("protocol or transport error"),
+            // The socket queued a close frame (1002, or 1007 for text that
+            // is not UTF-8); `finish` flushes it.
+            Some(Err(WebSocketError::Internal(WsError::Protocol(_)))) => Err("protocol violation"),
+            Some(Err(_)) => Err("transport error"),
         }
     }
-}
-
-fn is_too_big(err: &axum::Error) -> bool {
-    let inner = std::error::Error::source(err);
-    matches!(
-        inner.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
 }

@@ -2,17 +2,18 @@
 //!
 //! The `/ws` handler is the admission gate: token (401), browser origin
 //! (403), protected mode (403) and the connection cap (503) are decided here, before any WebSocket exists, and
-//! tungstenite's buffers and size limits are set from the config.
+//! the socket's size limit (tokio-websockets, through axum-tws) is set from
+//! the config.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use axum_tws::{Config, Limits, WebSocketUpgrade};
 use tracing::debug;
 
 use super::admission::{
@@ -21,8 +22,8 @@ use super::admission::{
 use super::auth::{presented_token, Role, UNAUTHORIZED};
 use super::{assets, connection, Hub};
 
-/// Per-connection socket buffers: small, so 10,000 idle connections stay cheap.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes of queued frames past which the socket writes before it takes
+/// another (a batch is written whole, in one flush, below it).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The hub's routes.
@@ -97,10 +98,12 @@ async fn upgrade(
     };
     let max = hub.config.max_message_bytes;
     let tracker = hub.tracker.clone();
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
+    ws.limits(Limits::default().max_payload_len(Some(max)))
+        .config(
+            Config::default()
+                .frame_size(usize::MAX)
+                .flush_threshold(WRITE_BUFFER_BYTES),
+        )
         .on_upgrade(move |socket| {
             tracker.track_future(connection::run(socket, hub, peer, role, permit))
         })

@@ -16,11 +16,12 @@
 //!
 //! This module never touches the socket or the keyspace.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
@@ -32,13 +33,13 @@ use crate::pubsub::{Event, EventSink, Subscription};
 #[derive(Debug)]
 pub enum Outgoing {
     /// A response (or error) text frame.
-    Frame(Utf8Bytes),
+    Frame(Bytes),
     /// An event for one subscription, encoded by the writer.
     Event(Arc<Subscription>, Arc<Event>),
     /// A keepalive ping.
     Ping,
     /// A close frame; nothing is written after it.
-    Close(u16, &'static str),
+    Close(u16, Cow<'static, str>),
 }
 
 #[derive(Default)]
@@ -81,7 +82,7 @@ impl Outbox {
     /// every pending subscription right after the response. Wakes nobody:
     /// only the connection's own task queues responses, and it writes what
     /// is queued before it waits.
-    pub fn try_push_response(&self, frame: Utf8Bytes) -> Result<bool, Utf8Bytes> {
+    pub fn try_push_response(&self, frame: Bytes) -> Result<bool, Bytes> {
         let mut st = self.state.lock();
         if st.closed {
             return Ok(false);
@@ -147,10 +148,10 @@ impl Outbox {
 
     /// Queues a close frame and closes the queue: the connection sends what
     /// is queued, then the close frame, then nothing more.
-    pub fn close_with(&self, code: u16, reason: &'static str) {
+    pub fn close_with(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
         let mut st = self.state.lock();
         if !st.closed {
-            st.queue.push_back(Outgoing::Close(code, reason));
+            st.queue.push_back(Outgoing::Close(code, reason.into()));
             st.closed = true;
         }
     }
@@ -246,7 +247,7 @@ mod tests {
 
     fn respond(outbox: &Outbox) {
         assert!(matches!(
-            outbox.try_push_response(Utf8Bytes::from_static("{}")),
+            outbox.try_push_response(Bytes::from_static(b"{}")),
             Ok(true)
         ));
     }
@@ -301,9 +302,9 @@ mod tests {
     fn a_response_over_the_byte_budget_waits_for_a_take() {
         let outbox = Outbox::new(8, 4);
         respond(&outbox);
-        let again = outbox.try_push_response(Utf8Bytes::from_static("{}"));
+        let again = outbox.try_push_response(Bytes::from_static(b"{}"));
         assert!(again.is_ok(), "under the budget (2 of 4 bytes)");
-        let over = outbox.try_push_response(Utf8Bytes::from_static("{}"));
+        let over = outbox.try_push_response(Bytes::from_static(b"{}"));
         assert!(over.is_err(), "the budget is used up until the next take");
         assert!(take(&outbox).is_some());
         respond(&outbox);
