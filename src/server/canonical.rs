@@ -73,12 +73,17 @@ pub(super) fn recognize(text: &str) -> Option<Canonical<'_>> {
         });
     }
     let rest = body.strip_prefix(UPDATE)?;
-    // A plain key ends at the first quote; a key with an escaped quote
-    // leaves a backslash in `key`, which `plain` refuses.
-    let (key, rest) = rest.split_at(rest.find('"')?);
+    // The key ends at the first byte that is a quote, a backslash or a
+    // control byte. Unless it is the closing quote (which `VALUE` starts
+    // with), the key needs an escape and the general path decides. One
+    // short loop: keys are short and `str::find` costs a searcher's setup.
+    let end = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let (key, rest) = rest.split_at(end);
     let value = rest.strip_prefix(VALUE)?;
     let spaced = |b: Option<u8>| b.is_none_or(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if !plain(key) || spaced(value.bytes().next()) || spaced(value.bytes().last()) {
+    if spaced(value.bytes().next()) || spaced(value.bytes().last()) {
         return None;
     }
     Some(Canonical {
