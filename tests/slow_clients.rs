@@ -6,9 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use memhub::ServerConfig;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -55,6 +56,80 @@ async fn a_client_that_never_reads_its_responses_is_disconnected() {
     let got = other.call("get", json!({"key": "big"})).await;
     assert_eq!(got["value"].as_str().map(str::len), Some(100_000));
     drop(stuck);
+}
+
+/// A client that stalls past `slow_client_timeout` and then reads again
+/// within the hub's grace gets every response the hub still sent, then a
+/// close frame with 1008 that says why; the hub counts the disconnection.
+#[tokio::test]
+async fn a_stalled_client_that_reads_again_in_time_sees_close_1008() {
+    let hub = TestHub::with_config(ServerConfig {
+        slow_client_timeout: Duration::from_millis(300),
+        outbound_max_bytes: 64 << 10,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut other = hub.client().await;
+    other
+        .call(
+            "update",
+            json!({"key": "big", "value": "x".repeat(100_000)}),
+        )
+        .await;
+    assert_eq!(slow_clients_disconnected(&hub).await, 0);
+
+    // Ask for ~40 MB of responses, more than the socket buffers hold, and
+    // read none of them until the hub has given up on this connection.
+    let mut stalled = hub.client().await;
+    let frame =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "get", "params": {"key": "big"}}).to_string();
+    for _ in 0..400 {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            stalled.ws.send(Message::text(frame.clone())),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while slow_clients_disconnected(&hub).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the hub never gave up on the stalled client"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Reading again within the grace (at most 2 s) drains what was queued
+    // and then the close frame.
+    let close = loop {
+        let next = tokio::time::timeout(WAIT, stalled.ws.next())
+            .await
+            .expect("timed out reading the stalled connection");
+        match next {
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            other => panic!("expected responses and then a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy, "close code 1008: {close:?}");
+    assert_eq!(close.reason.as_str(), "not reading responses");
+    assert_eq!(slow_clients_disconnected(&hub).await, 1);
+    let got = other.call("get", json!({"key": "big"})).await;
+    assert_eq!(got["value"].as_str().map(str::len), Some(100_000));
+}
+
+/// `memhub_slow_clients_disconnected_total` from `/metrics`.
+async fn slow_clients_disconnected(hub: &TestHub) -> u64 {
+    let (status, body) = hub.http_get("/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("memhub_slow_clients_disconnected_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no slow-client counter in /metrics:\n{body}"))
 }
 
 /// A subscriber that never reads while a writer pushes 50 MB through one key:

@@ -230,6 +230,7 @@ impl Conn {
             Poll::Ready(Ok(())) => self.stall_armed = false,
             Poll::Pending => {
                 if self.stalled(cx) {
+                    self.hub.metrics.slow_clients.inc();
                     self.outbox
                         .close_with(CLOSE_POLICY, "not reading responses");
                     return Poll::Ready(Err(SLOW_CLIENT));

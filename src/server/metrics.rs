@@ -27,6 +27,8 @@ pub struct Metrics {
     pub connections_total: Counter,
     /// Upgrades refused (token, origin, protected mode, cap).
     pub connections_rejected: Counter,
+    /// Connections dropped because they took no bytes for `slow_client_timeout`.
+    pub slow_clients: Counter,
     keys: Gauge,
     subscriptions: Gauge,
     rev: Gauge,
@@ -73,6 +75,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
             connections_rejected: Counter::default(),
+            slow_clients: Counter::default(),
             keys: Gauge::default(),
             subscriptions: Gauge::default(),
             rev: Gauge::default(),
@@ -99,6 +102,11 @@ impl Metrics {
             "connections_rejected",
             "WebSocket upgrades refused (token, browser origin, protected mode or connection cap)",
             m.connections_rejected.clone(),
+        );
+        r.register(
+            "slow_clients_disconnected",
+            "Connections dropped for taking none of their responses for slow_client_timeout (close code 1008)",
+            m.slow_clients.clone(),
         );
         r.register("keys", "Keys stored", m.keys.clone());
         r.register(
