@@ -500,8 +500,9 @@ impl Conn {
         "hub shutting down"
     }
 
-    /// Unwraps what the socket yielded; a message over the size limit
-    /// closes the connection with 1009.
+    /// Unwraps what the socket yielded. A message over the size limit ends
+    /// the connection with close code 1009, a WebSocket protocol violation
+    /// with the code the socket chose (1002 or 1007).
     fn heard(
         &mut self,
         msg: Option<Result<Message, WebSocketError>>,
