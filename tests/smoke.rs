@@ -29,6 +29,20 @@ async fn smoke() {
     hub.stop().await.unwrap();
 }
 
+/// A plain HTTP request to `/ws` (a browser tab, `curl`) is told what was
+/// missing and what the endpoint is for, not handed an empty error.
+#[tokio::test]
+async fn a_plain_request_to_the_websocket_endpoint_is_explained() {
+    let hub = TestHub::start().await;
+    let (status, body) = hub.http_get("/ws").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.starts_with("not a WebSocket upgrade (invalid `Connection` header)")
+            && body.contains("connect with a WebSocket client"),
+        "{body}"
+    );
+}
+
 /// The dashboard and the JS client come from the binary: `/` and
 /// `/memhub.js` with their types and an ETag that revalidates to 304; paths
 /// outside `web/` are 404.

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use axum_tws::{Config, Limits, WebSocketUpgrade};
+use axum_tws::{Config, Limits, WebSocketError, WebSocketUpgrade};
 use tracing::debug;
 
 use super::admission::{
@@ -38,12 +38,16 @@ pub fn router(hub: Arc<Hub>) -> Router {
 }
 
 async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketError>,
     State(hub): State<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(err) => return not_an_upgrade(err),
+    };
     // The token check comes first (401), then the browser origin (403).
     let tokens = &hub.config.tokens;
     let role = if tokens.is_empty() {
@@ -107,6 +111,17 @@ async fn upgrade(
         .on_upgrade(move |socket| {
             tracker.track_future(connection::run(socket, hub, peer, role, permit))
         })
+}
+
+/// A request to `/ws` that is not a WebSocket upgrade (a browser tab, a
+/// plain `curl`): the status the upgrade check chose (400, 405 or 426) and
+/// a body that says what was missing and what the endpoint is for.
+fn not_an_upgrade(err: WebSocketError) -> Response {
+    let body = format!(
+        "not a WebSocket upgrade ({err}): /ws speaks JSON-RPC 2.0 over WebSocket; \
+         connect with a WebSocket client, or open / for the dashboard\n"
+    );
+    (err.into_response().status(), body).into_response()
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
