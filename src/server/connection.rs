@@ -37,12 +37,6 @@ use super::Hub;
 use crate::protocol::EventKind;
 use crate::pubsub::{Event, Subscription};
 
-/// WebSocket close code for "going away" (shutdown, keepalive timeout).
-const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code for "policy violation" (a client not reading).
-const CLOSE_POLICY: u16 = 1008;
-/// WebSocket close code for "message too big".
-const CLOSE_TOO_BIG: u16 = 1009;
 /// Why a connection ends when its peer stops reading.
 const SLOW_CLIENT: &str = "the client stopped reading its responses";
 /// Why a connection ends when its socket fails.
@@ -232,7 +226,7 @@ impl Conn {
                 if self.stalled(cx) {
                     self.hub.metrics.slow_clients.inc();
                     self.outbox
-                        .close_with(CLOSE_POLICY, "not reading responses");
+                        .close_with(CloseCode::POLICY_VIOLATION, "not reading responses");
                     return Poll::Ready(Err(SLOW_CLIENT));
                 }
             }
@@ -364,7 +358,7 @@ impl Conn {
             Outgoing::Ping => Some(Message::ping(Bytes::new())),
             Outgoing::Close(code, reason) => {
                 self.closing = true;
-                Some(Message::close(CloseCode::try_from(code).ok(), &reason))
+                Some(Message::close(Some(code), &reason))
             }
         }
     }
@@ -487,7 +481,7 @@ impl Conn {
         self.quiet_ticks = self.quiet_ticks.saturating_add(1);
         if self.quiet_ticks >= 3 {
             self.outbox
-                .close_with(CLOSE_GOING_AWAY, "keepalive timeout");
+                .close_with(CloseCode::GOING_AWAY, "keepalive timeout");
             return Err("keepalive timeout");
         }
         self.outbox.push_ping();
@@ -496,7 +490,7 @@ impl Conn {
 
     fn shut_down(&self) -> &'static str {
         self.outbox
-            .close_with(CLOSE_GOING_AWAY, "hub shutting down");
+            .close_with(CloseCode::GOING_AWAY, "hub shutting down");
         "hub shutting down"
     }
 
@@ -518,7 +512,7 @@ impl Conn {
             // gets ours, worded the same. The first one queued is sent.
             Some(Err(WebSocketError::Internal(WsError::PayloadTooLong { max_len, .. }))) => {
                 self.outbox
-                    .close_with(CLOSE_TOO_BIG, format!("max length: {max_len}"));
+                    .close_with(CloseCode::MESSAGE_TOO_BIG, format!("max length: {max_len}"));
                 Err("message over the size limit")
             }
             // The socket queued a close frame (1002, or 1007 for text that

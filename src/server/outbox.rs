@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum_tws::CloseCode;
 use bytes::Bytes;
 use std::task::Waker;
 
@@ -39,7 +40,7 @@ pub enum Outgoing {
     /// A keepalive ping.
     Ping,
     /// A close frame; nothing is written after it.
-    Close(u16, Cow<'static, str>),
+    Close(CloseCode, Cow<'static, str>),
 }
 
 #[derive(Default)]
@@ -148,7 +149,7 @@ impl Outbox {
 
     /// Queues a close frame and closes the queue: the connection sends what
     /// is queued, then the close frame, then nothing more.
-    pub fn close_with(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
+    pub fn close_with(&self, code: CloseCode, reason: impl Into<Cow<'static, str>>) {
         let mut st = self.state.lock();
         if !st.closed {
             st.queue.push_back(Outgoing::Close(code, reason.into()));
