@@ -14,36 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn a_client_that_never_reads_its_responses_is_disconnected() {
-    let hub = TestHub::with_config(ServerConfig {
-        slow_client_timeout: Duration::from_millis(300),
-        outbound_max_bytes: 64 << 10,
-        ..ServerConfig::default()
-    })
-    .await;
-    let mut other = hub.client().await;
-    let big = "x".repeat(100_000);
-    other
-        .call("update", json!({"key": "big", "value": big}))
-        .await;
-
-    // Ask for ~40 MB of responses and never read any of them.
+    let (hub, mut other) = hub_holding_a_big_value().await;
     let mut stuck = hub.client().await;
-    let frame =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "get", "params": {"key": "big"}}).to_string();
     let started = Instant::now();
-    for _ in 0..400 {
-        // Once the hub stops reading (it waits for room), sends may block or
-        // fail when it drops the connection; either way stop sending.
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            stuck.ws.send(Message::text(frame.clone())),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            _ => break,
-        }
-    }
+    ask_for_the_big_value_without_reading(&mut stuck).await;
     // The hub gives up on it within about the timeout (plus the writer's own
     // wait), while the other client keeps working.
     let s = hub.wait_stats(|s| s["connections"] == 2).await; // `other` + the stats probe
@@ -63,37 +37,13 @@ async fn a_client_that_never_reads_its_responses_is_disconnected() {
 /// close frame with 1008 that says why; the hub counts the disconnection.
 #[tokio::test]
 async fn a_stalled_client_that_reads_again_in_time_sees_close_1008() {
-    let hub = TestHub::with_config(ServerConfig {
-        slow_client_timeout: Duration::from_millis(300),
-        outbound_max_bytes: 64 << 10,
-        ..ServerConfig::default()
-    })
-    .await;
-    let mut other = hub.client().await;
-    other
-        .call(
-            "update",
-            json!({"key": "big", "value": "x".repeat(100_000)}),
-        )
-        .await;
+    let (hub, mut other) = hub_holding_a_big_value().await;
     assert_eq!(slow_clients_disconnected(&hub).await, 0);
 
-    // Ask for ~40 MB of responses, more than the socket buffers hold, and
-    // read none of them until the hub has given up on this connection.
+    // Read none of the responses until the hub has given up on this
+    // connection.
     let mut stalled = hub.client().await;
-    let frame =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "get", "params": {"key": "big"}}).to_string();
-    for _ in 0..400 {
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            stalled.ws.send(Message::text(frame.clone())),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            _ => break,
-        }
-    }
+    ask_for_the_big_value_without_reading(&mut stalled).await;
     let deadline = Instant::now() + WAIT;
     while slow_clients_disconnected(&hub).await == 0 {
         assert!(
@@ -120,6 +70,46 @@ async fn a_stalled_client_that_reads_again_in_time_sees_close_1008() {
     assert_eq!(slow_clients_disconnected(&hub).await, 1);
     let got = other.call("get", json!({"key": "big"})).await;
     assert_eq!(got["value"].as_str().map(str::len), Some(100_000));
+}
+
+/// A hub that gives up on a client after 300 ms without progress and
+/// queues at most 64 KiB for it, and a client that stored a 100 KB value
+/// under `big` there.
+async fn hub_holding_a_big_value() -> (TestHub, Client) {
+    let hub = TestHub::with_config(ServerConfig {
+        slow_client_timeout: Duration::from_millis(300),
+        outbound_max_bytes: 64 << 10,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut other = hub.client().await;
+    other
+        .call(
+            "update",
+            json!({"key": "big", "value": "x".repeat(100_000)}),
+        )
+        .await;
+    (hub, other)
+}
+
+/// Asks for ~40 MB of responses (400 `get`s of `big`), more than the socket
+/// buffers hold, reading none of them.
+async fn ask_for_the_big_value_without_reading(c: &mut Client) {
+    let frame =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "get", "params": {"key": "big"}}).to_string();
+    for _ in 0..400 {
+        // Once the hub stops reading (it waits for room), sends may block or
+        // fail when it drops the connection; either way stop sending.
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            c.ws.send(Message::text(frame.clone())),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
 }
 
 /// `memhub_slow_clients_disconnected_total` from `/metrics`.
